@@ -1,0 +1,127 @@
+"""CAR-T LIMS: chain of identity and custody for cell-therapy material and biobank aliquots."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFProtect
+
+from lims import db
+from lims.config import default_database_url, load_settings, resolve_secret_key
+
+csrf = CSRFProtect()
+login_manager = LoginManager()
+login_manager.login_view = "auth.login"
+login_manager.login_message = "Log in to continue."
+login_manager.login_message_category = "info"
+login_manager.session_protection = "basic"
+
+
+def create_app(
+    config_path: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Flask:
+    """Build the application from ``config_path`` (or ``LIMS_CONFIG``) and ``overrides``."""
+    settings = load_settings(config_path, overrides)
+    instance_path = settings["app"]["instance_path"]
+    app = Flask(
+        __name__, instance_path=str(Path(instance_path).resolve()) if instance_path else None
+    )
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    if not settings["database"]["url"]:
+        settings["database"]["url"] = default_database_url(instance)
+
+    security = settings["security"]
+    app.config.update(
+        LIMS=settings,
+        SECRET_KEY=resolve_secret_key(settings, instance),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=security["session_cookie_secure"],
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=security["session_cookie_secure"],
+        # A bench PC is shared: an idle session ends, each request extends an active one.
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=security["session_idle_minutes"]),
+        SESSION_REFRESH_EACH_REQUEST=True,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        MAX_CONTENT_LENGTH=16 * 1024 * 1024,
+    )
+
+    from lims.auth.passwords import SecurityPolicy
+
+    app.extensions["lims_security"] = SecurityPolicy.from_settings(security)
+    db.init_app(app, settings["database"]["url"], echo=settings["database"]["echo"])
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    _register_blueprints(app)
+    _register_user_loaders()
+
+    from lims import web
+    from lims.auth.access import enforce_access
+
+    web.init_app(app)
+    app.before_request(_make_session_permanent)
+    # Registered after web.init_app so that access is refused before anything else runs.
+    app.before_request_funcs.setdefault(None, []).insert(0, enforce_access)
+
+    from lims.cli import register_commands
+
+    register_commands(app)
+    return app
+
+
+def _make_session_permanent() -> None:
+    from flask import session
+
+    session.permanent = True
+
+
+def _register_blueprints(app: Flask) -> None:
+    from lims.api.views import bp as api_bp
+    from lims.auth.admin_views import bp as admin_bp
+    from lims.auth.views import bp as auth_bp
+    from lims.home.views import bp as home_bp
+
+    app.register_blueprint(home_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(admin_bp)
+    app.register_blueprint(api_bp)
+    # The API authenticates with bearer tokens, never cookies, so cross-site forgery has
+    # nothing to ride on there.
+    csrf.exempt(api_bp)
+
+
+def _register_user_loaders() -> None:
+    from lims.auth.access import is_api_request
+    from lims.auth.models import User
+    from lims.auth.services import user_for_token
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> User | None:
+        if is_api_request():
+            return None  # the API does not accept the browser's session cookie
+        try:
+            pk, version = (int(part) for part in user_id.split(":"))
+        except ValueError:
+            return None
+        user = db.session().get(User, pk)
+        if user is None or not user.active or user.session_version != version:
+            return None
+        return user
+
+    @login_manager.request_loader
+    def load_user_from_token(req: Any) -> User | None:
+        if not is_api_request():
+            return None
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return user_for_token(db.session(), token.strip())

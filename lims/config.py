@@ -1,0 +1,120 @@
+"""Configuration: defaults, then a TOML file, then environment overrides.
+
+The TOML layout is documented key by key in ``config.example.toml``. A site runs with no file
+at all: SQLite under the instance folder and a secret key generated once and kept there.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from lims.errors import ConfigurationError
+
+DEFAULTS: dict[str, Any] = {
+    "app": {
+        "secret_key": "",
+        "instance_path": "",
+        "timezone": "Europe/Copenhagen",
+        "name": "CAR-T LIMS",
+    },
+    "database": {
+        "url": "",
+        "echo": False,
+    },
+    "security": {
+        "session_cookie_secure": False,
+        "session_idle_minutes": 30,
+        "lockout_threshold": 5,
+        "lockout_minutes": 15,
+        "min_password_length": 10,
+        "argon2_time_cost": 3,
+        "argon2_memory_kib": 65536,
+        "argon2_parallelism": 2,
+    },
+    "server": {
+        "bind": "127.0.0.1:8000",
+        "workers": 2,
+    },
+}
+
+#: Environment variables that override one key each (they win over the file).
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "LIMS_DATABASE_URL": ("database", "url"),
+    "LIMS_SECRET_KEY": ("app", "secret_key"),
+    "LIMS_INSTANCE_PATH": ("app", "instance_path"),
+}
+
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any], path: str = "") -> None:
+    for key, value in override.items():
+        where = f"{path}{key}"
+        if key not in base:
+            raise ConfigurationError(f"unknown configuration key '{where}'")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigurationError(f"'{where}' must be a table")
+            _merge(base[key], value, f"{where}.")
+        else:
+            expected = type(base[key])
+            if expected is int and isinstance(value, bool):
+                raise ConfigurationError(f"'{where}' must be a whole number")
+            if not isinstance(value, expected):
+                raise ConfigurationError(
+                    f"'{where}' must be {expected.__name__}, not {type(value).__name__}"
+                )
+            base[key] = value
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Return the merged settings: defaults < TOML file < environment < ``overrides``."""
+    environ = os.environ if environ is None else environ
+    settings = copy.deepcopy(DEFAULTS)
+    path = config_path or environ.get("LIMS_CONFIG")
+    if path:
+        file = Path(path)
+        try:
+            with file.open("rb") as handle:
+                _merge(settings, tomllib.load(handle))
+        except FileNotFoundError:
+            raise ConfigurationError(f"configuration file {file} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"configuration file {file}: {exc}") from None
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"configuration file {file}: {exc}") from None
+    for variable, (section, key) in ENV_OVERRIDES.items():
+        if environ.get(variable):
+            settings[section][key] = environ[variable]
+    if overrides:
+        _merge(settings, overrides)
+    return settings
+
+
+def resolve_secret_key(settings: dict[str, Any], instance_path: Path) -> str:
+    """The configured key, or one generated on first start and kept in the instance folder."""
+    if settings["app"]["secret_key"]:
+        return settings["app"]["secret_key"]
+    key_file = instance_path / SECRET_KEY_FILE
+    if key_file.exists():
+        return key_file.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    # Created with owner-only permissions from the start, never world-readable.
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+def default_database_url(instance_path: Path) -> str:
+    return f"sqlite:///{instance_path / 'lims.sqlite'}"

@@ -1,0 +1,80 @@
+"""A realistic demo network: the five Danish university hospitals and users of every role.
+
+Loading is idempotent: sites and users that exist are kept (their passwords too, unless a
+password is given, which every demo user then gets).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lims.auth import services
+from lims.auth.models import Role, Site, User
+
+SITES = [
+    # code, name, city
+    ("RH", "Rigshospitalet", "København"),
+    ("OUH", "Odense Universitetshospital", "Odense"),
+    ("AUH", "Aarhus Universitetshospital", "Aarhus"),
+    ("AAUH", "Aalborg Universitetshospital", "Aalborg"),
+    ("HGH", "Herlev og Gentofte Hospital", "Herlev"),
+]
+
+USERS = [
+    # username, full name, role, site
+    ("admin", "Mette Kjær", Role.ADMIN, "RH"),
+    ("tech.rh", "Sofie Nielsen", Role.TECHNICIAN, "RH"),
+    ("manager.rh", "Lars Petersen", Role.MANAGER, "RH"),
+    ("tech.ouh", "Camilla Jensen", Role.TECHNICIAN, "OUH"),
+    ("manager.ouh", "Henrik Madsen", Role.MANAGER, "OUH"),
+    ("tech.auh", "Ida Sørensen", Role.TECHNICIAN, "AUH"),
+    ("manager.auh", "Jens Rasmussen", Role.MANAGER, "AUH"),
+    ("tech.aauh", "Freja Christensen", Role.TECHNICIAN, "AAUH"),
+    ("manager.aauh", "Anders Larsen", Role.MANAGER, "AAUH"),
+    ("tech.hgh", "Emma Andersen", Role.TECHNICIAN, "HGH"),
+    ("manager.hgh", "Mikkel Pedersen", Role.MANAGER, "HGH"),
+    ("researcher.auh", "Anne Holm", Role.RESEARCHER, "AUH"),
+    ("researcher.rh", "Peter Vestergaard", Role.RESEARCHER, "RH"),
+]
+
+
+def load_demo(session: Session, *, password: str | None = None) -> list[str]:
+    """Create what is missing; return lines to print (the generated password, once)."""
+    report: list[str] = []
+    for code, name, city in SITES:
+        if session.scalar(select(Site).where(Site.code == code)) is None:
+            services.create_site(session, actor=None, code=code, name=name, city=city)
+            report.append(f"site {code} created")
+    generated = None
+    if password is None:
+        generated = secrets.token_urlsafe(12)
+    created = []
+    for username, full_name, role, site_code in USERS:
+        user = session.scalar(select(User).where(User.username == username))
+        if user is None:
+            services.create_user(
+                session,
+                actor=None,
+                username=username,
+                full_name=full_name,
+                email=f"{username}@demo.invalid",
+                role=role,
+                site_code=site_code,
+                password=password or generated,
+            )
+            created.append(username)
+        elif password is not None:
+            services.set_password(
+                session, actor=None, user_id=user.id, password=password, must_change=False
+            )
+    report.append(f"demo users: {', '.join(u for u, *_ in USERS)}")
+    if password is not None:
+        report.append("every demo user has the password given with --password")
+    elif created:
+        report.append(f"password of the {len(created)} new demo users (shown once): {generated}")
+    else:
+        report.append("demo users existed already; their passwords are unchanged")
+    return report
