@@ -55,8 +55,14 @@ def create_app(
     )
 
     from lims.auth.passwords import SecurityPolicy
+    from lims.patients.vault import IdentityVault, resolve_patient_key
 
     app.extensions["lims_security"] = SecurityPolicy.from_settings(security)
+    app.extensions["lims_vault"] = IdentityVault(
+        resolve_patient_key(security["patient_key"], instance)
+    )
+    import lims.models  # noqa: F401  (every table and the append-only guards)
+
     db.init_app(app, settings["database"]["url"], echo=settings["database"]["echo"])
     csrf.init_app(app)
     login_manager.init_app(app)

@@ -35,6 +35,19 @@ DEFAULTS: dict[str, Any] = {
         "argon2_time_cost": 3,
         "argon2_memory_kib": 65536,
         "argon2_parallelism": 2,
+        "patient_key": "",
+    },
+    "custody": {
+        "max_minutes_after_thaw": 30,
+        "max_minutes_after_thaw_by_product": {},
+        "required_qc": [
+            "viability",
+            "sterility",
+            "transduction_efficiency",
+            "vector_copy_number",
+            "cell_dose",
+        ],
+        "local_id_digits": 7,
     },
     "server": {
         "bind": "127.0.0.1:8000",
@@ -47,6 +60,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "LIMS_DATABASE_URL": ("database", "url"),
     "LIMS_SECRET_KEY": ("app", "secret_key"),
     "LIMS_INSTANCE_PATH": ("app", "instance_path"),
+    "LIMS_PATIENT_KEY": ("security", "patient_key"),
 }
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
@@ -60,7 +74,10 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: str = "") -> No
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigurationError(f"'{where}' must be a table")
-            _merge(base[key], value, f"{where}.")
+            if not base[key]:  # an open table (e.g. one value per product): taken as it is
+                base[key] = dict(value)
+            else:
+                _merge(base[key], value, f"{where}.")
         else:
             expected = type(base[key])
             if expected is int and isinstance(value, bool):

@@ -1,5 +1,35 @@
 """Imports every model so that the metadata knows all tables (Alembic, tests)."""
 
+from lims.audit.append_only import protect
+from lims.audit.models import AuditEntry, AuditHead, ESignature
 from lims.auth.models import ApiToken, Site, User
+from lims.custody.models import (
+    BedsideCheck,
+    CustodyEvent,
+    Hold,
+    IdentifierCounter,
+    Item,
+    ProductLot,
+    QcResult,
+)
+from lims.patients.models import Episode, Patient
 
-__all__ = ["ApiToken", "Site", "User"]
+protect(AuditEntry, CustodyEvent, ESignature)
+
+__all__ = [
+    "ApiToken",
+    "AuditEntry",
+    "AuditHead",
+    "BedsideCheck",
+    "CustodyEvent",
+    "ESignature",
+    "Episode",
+    "Hold",
+    "IdentifierCounter",
+    "Item",
+    "Patient",
+    "ProductLot",
+    "QcResult",
+    "Site",
+    "User",
+]

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from lims import create_app, migrate
 from lims import db as lims_db
+from lims.audit.models import GENESIS_HASH
 from lims.auth import services
 from lims.db import Base
 from lims.errors import NotFound
@@ -88,6 +89,11 @@ def empty_tables(engine) -> None:
         else:
             for name in reversed(tables):
                 connection.execute(text(f'DELETE FROM "{name}"'))
+        # The chain head is seeded by the migrations; put it back to the genesis state.
+        connection.execute(
+            text("INSERT INTO audit_head (id, seq, last_hash) VALUES (1, 0, :genesis)"),
+            {"genesis": GENESIS_HASH},
+        )
 
 
 @pytest.fixture
@@ -120,12 +126,12 @@ def runner(app):
 
 @pytest.fixture
 def make_site(app) -> Callable[..., SimpleNamespace]:
-    numbers = itertools.count(1)
+    letters = iter(f"T{a}{b}" for a in "ABCDEFGHIJ" for b in "ABCDEFGHIJ")
 
     def factory(code: str | None = None, name: str | None = None, **fields) -> SimpleNamespace:
         with app.app_context():
             session = lims_db.session()
-            code = code or f"T{next(numbers)}"
+            code = code or next(letters)
             site = services.create_site(
                 session, actor=None, code=code, name=name or f"Test hospital {code}", **fields
             )

@@ -57,8 +57,9 @@ def site_by_code(session: Session, code: str) -> Site:
 
 def _clean_site_fields(code: str, name: str, isbt_fin: str | None) -> tuple[str, str, str | None]:
     code = code.strip().upper()
-    if not (2 <= len(code) <= 8 and code.isalnum()):
-        raise ValidationError("The site code is 2 to 8 letters or digits.", field="code")
+    # The code prefixes the site's local identifiers (DOMAIN.md §3), which need 2-4 letters.
+    if not (2 <= len(code) <= 4 and code.isascii() and code.isalpha()):
+        raise ValidationError("The site code is 2 to 4 letters, e.g. RH.", field="code")
     if not name.strip():
         raise ValidationError("Give the site's name.", field="name")
     fin = (isbt_fin or "").strip().upper() or None

@@ -154,4 +154,4 @@ def test_bad_site_code_is_explained(make_user, client, login):
         },
     )
     assert response.status_code == 422
-    assert "2 to 8 letters or digits" in response.get_data(as_text=True)
+    assert "2 to 4 letters" in response.get_data(as_text=True)

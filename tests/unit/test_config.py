@@ -69,8 +69,11 @@ def test_example_configuration_is_complete_and_valid():
         text = handle.read()
     for section, keys in settings.items():
         assert f"[{section}]" in text
-        for key in keys:
-            assert f"\n{key} =" in text or f"\n# {key} =" in text, f"{section}.{key} undocumented"
+        for key, value in keys.items():
+            documented = (f"\n{key} =", f"\n# {key} =", f"[{section}.{key}]")
+            assert any(form in text for form in documented), f"{section}.{key} undocumented"
+            if isinstance(value, dict):
+                assert f"[{section}.{key}]" in text
 
 
 def test_secret_key_is_generated_once_and_kept_private(tmp_path):

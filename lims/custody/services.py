@@ -1,0 +1,352 @@
+"""The custody core: finding an item by its scanned code and moving it through its states.
+
+:func:`perform_action` is the one function through which every state change passes: it locks
+the item, checks role, state and guards against the transition table, signs when the step
+needs a signature, writes the custody event and the audit rows, and commits once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from lims import identifiers
+from lims.audit import services as audit
+from lims.auth.models import Role, Site, User
+from lims.auth.services import site_by_code
+from lims.custody import domain
+from lims.custody.domain import Action, Facts, Kind, State
+from lims.custody.holds import open_holds
+from lims.custody.models import BedsideCheck, CustodyEvent, Item, QcResult
+from lims.db import utcnow
+from lims.errors import Conflict, Forbidden, InvalidTransition, NotFound, ValidationError
+from lims.patients.models import Episode
+
+
+def custody_settings() -> dict[str, Any]:
+    return current_app.config["LIMS"]["custody"]
+
+
+# -- finding ----------------------------------------------------------------------------------
+
+
+def code_from_scan(text: str) -> str:
+    """The item code a scan or a typed identifier stands for (refuses other structures)."""
+    raw = (text or "").strip()
+    if not raw:
+        raise ValidationError("Scan or type an identifier.", field="code")
+    if raw[0] in "=&":
+        try:
+            scan = identifiers.parse_scan(raw)
+        except identifiers.IdentifierError as exc:
+            raise ValidationError(exc.message, field="code") from None
+        if scan.kind is identifiers.ScanKind.DIN:
+            return scan.value.din
+        raise ValidationError(
+            f"That barcode is {scan.kind.value.replace('_', ' ')}, not a bag or tube identifier.",
+            field="code",
+        )
+    compact = "".join(raw.split()).upper().replace("-", "")
+    if len(compact) == 14:  # a DIN typed by hand with its check character
+        try:
+            return identifiers.parse_din(raw, scanned=False).din
+        except identifiers.IdentifierError as exc:
+            raise ValidationError(exc.message, field="code") from None
+    return compact
+
+
+def find_item(session: Session, text: str, *, for_update: bool = False) -> Item:
+    code = code_from_scan(text)
+    query = select(Item).where(Item.code == code)
+    if for_update:
+        query = query.with_for_update(of=Item)
+    item = session.scalar(query)
+    if item is None:
+        raise NotFound(f"No bag or tube with identifier {code}.", field="code")
+    return item
+
+
+def visible_to(actor: User | None, item: Item) -> bool:
+    """Researchers see aliquots only (and through them never who the patient is)."""
+    return actor is None or actor.role is not Role.RESEARCHER or item.kind is Kind.ALIQUOT
+
+
+# -- creating -------------------------------------------------------------------------------
+
+
+def record_event(
+    session: Session,
+    *,
+    actor: User | None,
+    item: Item,
+    action: str,
+    from_state: State | None,
+    from_site_id: int | None = None,
+    from_location: str | None = None,
+    from_custodian: str | None = None,
+    reason: str | None = None,
+    temperature_logger_ref: str | None = None,
+    signature_id: int | None = None,
+) -> CustodyEvent:
+    event = CustodyEvent(
+        item=item,
+        at=utcnow(),
+        user_id=actor.id if actor else None,
+        action=action,
+        from_state=from_state.value if from_state else None,
+        to_state=item.state.value,
+        from_site_id=from_site_id,
+        to_site_id=item.site_id,
+        from_location=from_location,
+        to_location=item.location,
+        from_custodian=from_custodian,
+        to_custodian=item.custodian,
+        reason=reason,
+        temperature_logger_ref=temperature_logger_ref,
+        signature_id=signature_id,
+    )
+    session.add(event)
+    return event
+
+
+def add_item(
+    session: Session, *, actor: User | None, item: Item, reason: str | None = None
+) -> Item:
+    """Add a new item in its kind's first state, with its registration event and audit row."""
+    item.state = domain.INITIAL_STATE[item.kind]
+    if not item.custodian:
+        item.custodian = actor.full_name if actor else item.site.code
+    session.add(item)
+    audit.record_created(session, item, actor=actor, reason=reason)
+    record_event(session, actor=actor, item=item, action="register", from_state=None, reason=reason)
+    return item
+
+
+def site_for(session: Session, actor: User | None, site_code: str | None) -> Site:
+    if site_code:
+        return site_by_code(session, site_code)
+    if actor is None:
+        raise ValidationError("Name the site.", field="site")
+    return actor.site
+
+
+def check_quantity(quantity: Any, unit: str) -> Decimal:
+    try:
+        value = Decimal(str(quantity))
+    except (ArithmeticError, ValueError):
+        raise ValidationError("The quantity must be a number.", field="quantity") from None
+    if not value.is_finite() or value <= 0 or value >= Decimal("1e9"):
+        raise ValidationError("The quantity must be a positive number.", field="quantity")
+    from lims.custody.models import UNITS
+
+    if unit not in UNITS:
+        raise ValidationError(f"The unit is one of {', '.join(UNITS)}.", field="unit")
+    return value
+
+
+# -- transitions ----------------------------------------------------------------------------
+
+
+def gather_facts(session: Session, item: Item) -> Facts:
+    holds = open_holds(session, item.id)
+    settings = custody_settings()
+    qc_missing: tuple[str, ...] = ()
+    qc_failed: tuple[str, ...] = ()
+    if item.lot_id is not None:
+        latest: dict[str, bool] = {}
+        results = session.scalars(
+            select(QcResult).where(QcResult.lot_id == item.lot_id).order_by(QcResult.id)
+        )
+        for result in results:
+            latest[result.test] = result.passed
+        qc_missing = tuple(t for t in settings["required_qc"] if t not in latest)
+        qc_failed = tuple(sorted(t for t, passed in latest.items() if not passed))
+    episode = item.episode
+    received_here = item.site_id == episode.treating_site_id and bool(
+        session.scalar(
+            select(
+                exists().where(
+                    CustodyEvent.item_id == item.id,
+                    CustodyEvent.action == Action.RECEIVE.value,
+                    CustodyEvent.to_site_id == episode.treating_site_id,
+                )
+            )
+        )
+    )
+    last_check = session.scalar(
+        select(BedsideCheck)
+        .where(BedsideCheck.item_id == item.id)
+        .order_by(BedsideCheck.id.desc())
+        .limit(1)
+    )
+    bedside_passed = bool(
+        last_check
+        and last_check.passed
+        and (item.thawed_at is None or last_check.checked_at >= item.thawed_at)
+    )
+    limits = settings["max_minutes_after_thaw_by_product"]
+    return Facts(
+        now=utcnow(),
+        on_hold=bool(holds),
+        hold_reasons=tuple(f"{h.reason.label}: {h.detail}" for h in holds),
+        qc_missing=qc_missing,
+        qc_failed=qc_failed,
+        has_lot=item.lot_id is not None,
+        received_at_treating_site=received_here,
+        bedside_check_passed=bedside_passed,
+        thawed_at=item.thawed_at,
+        max_minutes_after_thaw=int(
+            limits.get(episode.product_name, settings["max_minutes_after_thaw"])
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Move:
+    """Where the material goes and who holds it after the step (all optional)."""
+
+    site_code: str | None = None
+    location: str | None = None
+    custodian: str | None = None
+    temperature_logger_ref: str | None = None
+
+
+REFUSALS = {"forbidden": Forbidden, "unknown": InvalidTransition, "conflict": InvalidTransition}
+NEEDS_CUSTODIAN = {Action.SHIP, Action.HAND_OVER}
+
+
+def perform_action(
+    session: Session,
+    *,
+    actor: User,
+    code: str,
+    action: str,
+    reason: str | None = None,
+    move: Move | None = None,
+    password: str | None = None,
+    internal: bool = False,
+    commit: bool = True,
+) -> CustodyEvent:
+    """Do one custody step on the item with this code, or refuse with a DomainError."""
+    move = move or Move()
+    item = find_item(session, code, for_update=True)
+    if not visible_to(actor, item):
+        raise NotFound(f"No bag or tube with identifier {item.code}.")
+    facts = gather_facts(session, item)
+    decision = domain.check_transition(
+        item.kind, item.state, action, actor.role, facts, internal=internal
+    )
+    if not decision.allowed:
+        refusal = decision.refusals[0]
+        raise REFUSALS[refusal.status](refusal.message)
+    transition = decision.transition
+    step = Action(action)
+    reason = (reason or "").strip() or None
+    if transition.needs_reason and not reason:
+        raise ValidationError(f"Give the reason to {step.label.lower()}.", field="reason")
+    if step in NEEDS_CUSTODIAN and not (move.custodian or "").strip():
+        raise ValidationError(
+            "Name the courier or person who takes the material.", field="custodian"
+        )
+    signature = None
+    if transition.signature:
+        signature = audit.sign(
+            session,
+            signer=actor,
+            password=password,
+            meaning=transition.signature,
+            entity="item",
+            entity_id=item.id,
+            record={
+                "code": item.code,
+                "state": item.state,
+                "version": item.version,
+                "action": step.value,
+                "lot_id": item.lot_id,
+            },
+        )
+    before = (item.state, item.site_id, item.location, item.custodian)
+    _apply(session, item, step, transition.to_state, actor, move)
+    changes = audit.pending_changes(item)
+    audit.record_changes(
+        session, item, actor=actor, action=step.value, reason=reason, changes=changes
+    )
+    event = record_event(
+        session,
+        actor=actor,
+        item=item,
+        action=step.value,
+        from_state=before[0],
+        from_site_id=before[1],
+        from_location=before[2],
+        from_custodian=before[3],
+        reason=reason,
+        temperature_logger_ref=move.temperature_logger_ref,
+        signature_id=signature.id if signature else None,
+    )
+    if step is Action.INFUSE:
+        episode = item.episode
+        episode.infused_at = utcnow()
+        audit.record_changes(session, episode, actor=actor, action="infuse")
+    if commit:
+        commit_or_conflict(session)
+    return event
+
+
+def _apply(
+    session: Session, item: Item, step: Action, to_state: State, actor: User, move: Move
+) -> None:
+    item.state = to_state
+    if move.site_code:
+        item.site_id = site_by_code(session, move.site_code).id
+    elif step is Action.RECEIVE:
+        item.site_id = actor.site_id  # received where the receiving person works
+    if move.location is not None:
+        item.location = move.location.strip()
+    if move.custodian:
+        item.custodian = move.custodian.strip()
+    elif step in {Action.RECEIVE, Action.PICK, Action.CHECK_OUT, Action.ISSUE}:
+        item.custodian = actor.full_name
+    if step is Action.THAW:
+        item.thawed_at = utcnow()
+    if step is Action.RETURN_TO_STORAGE:
+        item.thaw_count += 1
+
+
+def commit_or_conflict(session: Session) -> None:
+    try:
+        session.commit()
+    except StaleDataError:
+        session.rollback()
+        raise Conflict(
+            "Someone else changed this item at the same moment; scan it again."
+        ) from None
+
+
+def events_of(session: Session, item: Item) -> list[CustodyEvent]:
+    return list(
+        session.scalars(
+            select(CustodyEvent).where(CustodyEvent.item_id == item.id).order_by(CustodyEvent.id)
+        )
+    )
+
+
+def lineage(item: Item) -> list[Item]:
+    """The item and its ancestors, nearest first, up to the first material of the episode."""
+    chain = [item]
+    while chain[-1].parent is not None:
+        chain.append(chain[-1].parent)
+    return chain
+
+
+def episode_of(session: Session, episode_id: int) -> Episode:
+    episode = session.get(Episode, episode_id)
+    if episode is None:
+        raise NotFound("No such episode.")
+    return episode
