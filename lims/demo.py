@@ -15,12 +15,12 @@ from lims.auth import services
 from lims.auth.models import Role, Site, User
 
 SITES = [
-    # code, name, city
-    ("RH", "Rigshospitalet", "København"),
-    ("OUH", "Odense Universitetshospital", "Odense"),
-    ("AUH", "Aarhus Universitetshospital", "Aarhus"),
-    ("AAUH", "Aalborg Universitetshospital", "Aalborg"),
-    ("HGH", "Herlev og Gentofte Hospital", "Herlev"),
+    # code, name, city, ISBT 128 FIN (invented for the demo; real ones come from ICCBBA)
+    ("RH", "Rigshospitalet", "København", "D1001"),
+    ("OUH", "Odense Universitetshospital", "Odense", "D2001"),
+    ("AUH", "Aarhus Universitetshospital", "Aarhus", "D3001"),
+    ("AAUH", "Aalborg Universitetshospital", "Aalborg", "D4001"),
+    ("HGH", "Herlev og Gentofte Hospital", "Herlev", "D5001"),
 ]
 
 USERS = [
@@ -44,9 +44,9 @@ USERS = [
 def load_demo(session: Session, *, password: str | None = None) -> list[str]:
     """Create what is missing; return lines to print (the generated password, once)."""
     report: list[str] = []
-    for code, name, city in SITES:
+    for code, name, city, fin in SITES:
         if session.scalar(select(Site).where(Site.code == code)) is None:
-            services.create_site(session, actor=None, code=code, name=name, city=city)
+            services.create_site(session, actor=None, code=code, name=name, city=city, isbt_fin=fin)
             report.append(f"site {code} created")
     generated = None
     if password is None:
@@ -77,4 +77,11 @@ def load_demo(session: Session, *, password: str | None = None) -> list[str]:
         report.append(f"password of the {len(created)} new demo users (shown once): {generated}")
     else:
         report.append("demo users existed already; their passwords are unchanged")
+    known_password = password or (generated if created else None)
+    if known_password is None:
+        report.append("demo episodes need the users' password: run lims demo --password PW")
+    else:
+        from lims.demo_episodes import load_demo_episodes
+
+        report.extend(load_demo_episodes(session, password=known_password))
     return report

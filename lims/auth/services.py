@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from lims.audit import services as audit
 from lims.auth.models import ApiToken, Role, Site, User
 from lims.auth.passwords import security_policy
 from lims.db import utcnow
@@ -79,8 +80,15 @@ def create_site(
 ) -> Site:
     require_role(actor, Role.ADMIN)
     code, name, fin = _clean_site_fields(code, name, isbt_fin)
+    if session.scalar(select(Site.id).where(Site.code == code)):
+        raise Conflict(f"A site with code {code} exists already.", field="code")
     site = Site(code=code, name=name, city=city.strip(), isbt_fin=fin, active=True)
     session.add(site)
+    try:
+        audit.record_created(session, site, actor=actor)
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"Another site has the FIN {fin}.", field="isbt_fin") from None
     _commit_unique(session, f"A site with code {code} or FIN {fin} exists already.", "code")
     return site
 
@@ -99,6 +107,12 @@ def update_site(
     site = get_site(session, site_id)
     _, name, fin = _clean_site_fields(site.code, name, isbt_fin)
     site.name, site.city, site.isbt_fin, site.active = name, city.strip(), fin, active
+    changes = audit.pending_changes(site)
+    try:
+        audit.record_changes(session, site, actor=actor, changes=changes)
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"Another site has the FIN {fin}.", field="isbt_fin") from None
     _commit_unique(session, f"Another site has the FIN {fin}.", "isbt_fin")
     return site
 
@@ -152,6 +166,8 @@ def create_user(
         ) from None
     site = site_by_code(session, site_code)
     _check_new_password(password, username)
+    if session.scalar(select(User.id).where(User.username == username)):
+        raise Conflict(f"The username '{username}' is taken.", field="username")
     user = User(
         username=username,
         full_name=full_name.strip() or username,
@@ -164,6 +180,7 @@ def create_user(
         password_changed_at=utcnow(),
     )
     session.add(user)
+    audit.record_created(session, user, actor=actor)
     _commit_unique(session, f"The username '{username}' is taken.", "username")
     return user
 
@@ -189,6 +206,7 @@ def update_user(
         user.session_version += 1  # ends the sessions the account has open
     user.full_name, user.email = full_name.strip(), email.strip()
     user.role, user.site_id, user.active = Role(role), site_id, active
+    audit.record_changes(session, user, actor=actor)
     session.commit()
     return user
 
@@ -198,6 +216,7 @@ def unlock_user(session: Session, *, actor: User | None, user_id: int) -> User:
     user = get_user(session, user_id)
     user.locked_until = None
     user.failed_logins = 0
+    audit.record_changes(session, user, actor=actor, action="unlock")
     session.commit()
     return user
 
@@ -219,6 +238,7 @@ def set_password(
     user.password_changed_at = utcnow()
     user.session_version += 1
     user.locked_until, user.failed_logins = None, 0
+    audit.record_changes(session, user, actor=actor, action="set_password")
     session.commit()
     return user
 
@@ -293,6 +313,7 @@ def change_password(
     user.must_change_password = False
     user.password_changed_at = utcnow()
     user.session_version += 1  # other browsers where the user is logged in are logged out
+    audit.record_changes(session, user, actor=user, action="change_password")
     session.commit()
     return user
 
@@ -325,6 +346,7 @@ def create_api_token(
         user=user, name=name.strip(), prefix=token[:12], token_hash=_token_digest(token)
     )
     session.add(record)
+    audit.record_created(session, record, actor=actor)
     session.commit()
     return record, token
 
@@ -337,6 +359,7 @@ def revoke_api_token(session: Session, *, actor: User | None, token_id: int) -> 
         require_role(actor, Role.ADMIN)
     if record.revoked_at is None:
         record.revoked_at = utcnow()
+        audit.record_changes(session, record, actor=actor, action="revoke")
         session.commit()
     return record
 

@@ -58,7 +58,8 @@ def test_refusals_exit_non_zero_with_a_message(runner):
 def test_demo_is_idempotent_and_prints_a_generated_password_once(app, runner, client):
     first = runner.invoke(args=["demo"])
     assert first.exit_code == 0, first.output
-    generated = first.output.strip().splitlines()[-1].rsplit(": ", 1)[1]
+    line = next(line for line in first.output.splitlines() if "(shown once)" in line)
+    generated = line.rsplit(": ", 1)[1]
     second = runner.invoke(args=["demo"])
     assert generated not in second.output
     assert "unchanged" in second.output
@@ -90,3 +91,32 @@ def test_db_check_and_current(runner):
     assert "Schema matches the models." in result.output
     result = runner.invoke(args=["db", "current"])
     assert result.output.strip().isdigit()
+
+
+def test_demo_loads_episodes_at_every_stage_with_a_valid_audit_chain(app, runner):
+    from lims.audit.services import verify_chain
+    from lims.custody.models import Hold, Item
+    from lims.patients.models import Episode
+
+    result = runner.invoke(args=["demo", "--password", "demo-password"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        session = lims_db.session()
+        states = {(i.kind.value, i.state.value) for i in session.scalars(select(Item))}
+        assert {
+            ("apheresis", "collected"),
+            ("apheresis", "in_transit"),
+            ("apheresis", "in_manufacturing"),
+            ("apheresis", "stored"),
+            ("product_bag", "quarantine"),
+            ("product_bag", "released"),
+            ("product_bag", "stored"),
+            ("product_bag", "thawed"),
+            ("product_bag", "infused"),
+            ("aliquot", "stored"),
+        } <= states
+        assert session.scalar(select(func.count()).select_from(Hold)) >= 2
+        assert session.scalar(select(func.count()).select_from(Episode)) == 10
+        assert verify_chain(session).intact
+    again = runner.invoke(args=["demo", "--password", "demo-password"])
+    assert "demo episodes existed already" in again.output

@@ -196,3 +196,48 @@ def test_token_of_deactivated_user_stops_working(session, make_user):
     account.active = False
     session.commit()
     assert services.user_for_token(session, token) is None
+
+
+def test_account_changes_are_audited_without_secrets(session, make_user):
+    from lims.audit.models import AuditEntry
+    from lims.audit.services import verify_chain
+
+    admin = session.get(User, make_user("admin", username="root").id)
+    tech = session.get(User, make_user(username="tech").id)
+    services.update_user(
+        session,
+        actor=admin,
+        user_id=tech.id,
+        full_name="Tech Two",
+        email="t@example.org",
+        role="manager",
+        site_id=tech.site_id,
+        active=True,
+    )
+    services.set_password(session, actor=admin, user_id=tech.id, password="temporary pass 9")
+    _, token = services.create_api_token(session, actor=admin, user=tech)
+    rows = session.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.entity == "user_account", AuditEntry.entity_id == str(tech.id))
+        .order_by(AuditEntry.seq)
+    ).all()
+    assert [r.action for r in rows] == [
+        "create",
+        "update",
+        "update",
+        "update",
+        "set_password",
+        "set_password",
+    ]
+    role_change = next(r for r in rows if r.field == "role")
+    assert (role_change.old_value, role_change.new_value, role_change.actor) == (
+        "technician",
+        "manager",
+        "root",
+    )
+    everything = " ".join(
+        f"{r.old_value} {r.new_value}" for r in session.scalars(select(AuditEntry))
+    )
+    assert "$argon2" not in everything and token not in everything
+    assert PASSWORD not in everything and "temporary pass 9" not in everything
+    assert verify_chain(session).intact
