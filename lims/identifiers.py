@@ -57,6 +57,16 @@ _KINDS = {
 _LENGTHS = {ScanKind.DIN: 16, ScanKind.PRODUCT_CODE: 10, ScanKind.EXPIRY: 12, ScanKind.COI: 17}
 
 
+def describe(kind: ScanKind) -> str:
+    """The structure's name with its article, for messages ("an ISBT 128 product code")."""
+    return _KINDS[kind][1]
+
+
+def looks_like_din(text: str) -> bool:
+    """Whether ``text`` has the form of a bare 13-character DIN (no check character)."""
+    return bool(_DIN_RE.fullmatch(text))
+
+
 # --- ISO/IEC 7064 Mod 37-2 -------------------------------------------------------------------
 
 

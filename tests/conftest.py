@@ -27,7 +27,13 @@ from lims.errors import NotFound
 PG_URL = os.environ.get("LIMS_TEST_DATABASE_URL", "")
 PASSWORD = "correct-horse-battery"  # meets the default policy
 FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1}
-ENVIRONMENT = ("LIMS_CONFIG", "LIMS_DATABASE_URL", "LIMS_SECRET_KEY", "LIMS_INSTANCE_PATH")
+ENVIRONMENT = (
+    "LIMS_CONFIG",
+    "LIMS_DATABASE_URL",
+    "LIMS_SECRET_KEY",
+    "LIMS_INSTANCE_PATH",
+    "LIMS_PATIENT_KEY",
+)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

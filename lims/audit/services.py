@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -226,7 +227,11 @@ class ChainReport:
 
 def _rows(session: Session) -> Iterator[AuditEntry]:
     query = select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=5000)
-    yield from session.scalars(query)
+    result = session.scalars(query)
+    try:
+        yield from result
+    finally:
+        result.close()
 
 
 def verify_chain(session: Session) -> ChainReport:
@@ -234,18 +239,21 @@ def verify_chain(session: Session) -> ChainReport:
     prev_hash = GENESIS_HASH
     expected_seq = 1
     count = 0
-    for entry in _rows(session):
-        count += 1
-        if entry.seq != expected_seq:
-            return ChainReport(count, expected_seq, f"row {expected_seq} is missing")
-        if entry.prev_hash != prev_hash:
-            return ChainReport(
-                count, entry.seq, f"row {entry.seq} does not follow row {entry.seq - 1}"
-            )
-        if row_digest(prev_hash, _content(entry)) != entry.row_hash:
-            return ChainReport(count, entry.seq, f"row {entry.seq} was altered")
-        prev_hash = entry.row_hash
-        expected_seq += 1
+    # Closed on an early return too: a server-side cursor left to the garbage collector is
+    # closed later on whatever the pooled connection is doing by then.
+    with closing(_rows(session)) as rows:
+        for entry in rows:
+            count += 1
+            if entry.seq != expected_seq:
+                return ChainReport(count, expected_seq, f"row {expected_seq} is missing")
+            if entry.prev_hash != prev_hash:
+                return ChainReport(
+                    count, entry.seq, f"row {entry.seq} does not follow row {entry.seq - 1}"
+                )
+            if row_digest(prev_hash, _content(entry)) != entry.row_hash:
+                return ChainReport(count, entry.seq, f"row {entry.seq} was altered")
+            prev_hash = entry.row_hash
+            expected_seq += 1
     head = session.get(AuditHead, 1)
     if head is None:
         return ChainReport(count, None, "the chain head is missing")

@@ -80,7 +80,8 @@ def place_hold(
 def clear_hold(session: Session, *, actor: User | None, hold_id: int, reason: str) -> Hold:
     """Only a manager clears a hold, and always says why."""
     require_role(actor, Role.MANAGER)
-    hold = session.get(Hold, hold_id, with_for_update=True)
+    # populate_existing: a copy already in the session must not hide a clearing meanwhile.
+    hold = session.get(Hold, hold_id, with_for_update=True, populate_existing=True)
     if hold is None:
         raise NotFound("No such hold.")
     if hold.cleared_at is not None:

@@ -138,6 +138,9 @@ def create_lot(
                 f"{source.code} belongs to another Chain of Identity than "
                 f"{sources[0].code}; a lot is made for one patient only."
             )
+    # Identifiers before audit rows: the counter is locked before the audit chain's head, in
+    # the same order as every other registration, so two transactions never deadlock.
+    dins = [new_din(session, actor.site) for _ in bags]
     lot = ProductLot(lot_number=lot_number, episode=episode, manufacturing_site_id=actor.site_id)
     session.add(lot)
     audit.record_created(session, lot, actor=actor)
@@ -151,8 +154,7 @@ def create_lot(
             internal=True,
             commit=False,
         )
-    for spec in bags:
-        code, check = new_din(session, actor.site)
+    for spec, (code, check) in zip(bags, dins, strict=True):
         bag = Item(
             code=code,
             check_character=check,
@@ -261,7 +263,7 @@ def _material(value: MaterialType | str, kind: Kind) -> MaterialType:
         raise ValidationError(f"Unknown material type '{value}'.", field="material_type") from None
     if material not in TYPES_BY_KIND[kind]:
         raise ValidationError(
-            f"{material.label} is not a {kind.label.lower()} type.", field="material_type"
+            f"{material.label} cannot be registered as {kind.label.lower()}.", field="material_type"
         )
     return material
 
@@ -301,6 +303,12 @@ def aliquot(
             f"{parent.quantity} {unit}.",
             field="quantity_each",
         )
+    # Identifiers before audit rows: the counter is locked before the audit chain's head, in
+    # the same order as every other registration, so two transactions never deadlock.
+    digits = custody_settings()["local_id_digits"]
+    codes = [new_local_id(session, actor.site, digits) for _ in range(count)]
+    # Aliquots of material on hold are the same material: they inherit its open holds.
+    parent_holds = holds.open_holds(session, parent.id)
     parent.quantity = parent.quantity - needed
     audit.record_changes(
         session, parent, actor=actor, action="aliquot", reason=f"{count} aliquots of {each} {unit}"
@@ -316,10 +324,8 @@ def aliquot(
         from_custodian=parent.custodian,
         reason=f"{count} × {each} {unit} taken",
     )
-    digits = custody_settings()["local_id_digits"]
     children = []
-    for number in range(1, count + 1):
-        code, check = new_local_id(session, actor.site, digits)
+    for number, (code, check) in enumerate(codes, start=1):
         child = Item(
             code=code,
             check_character=check,
@@ -345,5 +351,13 @@ def aliquot(
                 reason=f"aliquot {number}/{count} of {parent.code}",
             )
         )
+        for hold in parent_holds:
+            holds.hold_items(
+                session,
+                actor=actor,
+                items=[child],
+                reason=hold.reason,
+                detail=f"{hold.detail} (held with its parent {parent.code})",
+            )
     commit_or_conflict(session)
     return children

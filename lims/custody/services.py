@@ -7,6 +7,7 @@ needs a signature, writes the custody event and the audit rows, and commits once
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -22,8 +23,8 @@ from lims.auth.models import Role, Site, User
 from lims.auth.services import site_by_code
 from lims.custody import domain
 from lims.custody.domain import Action, Facts, Kind, State
-from lims.custody.holds import open_holds
-from lims.custody.models import BedsideCheck, CustodyEvent, Item, QcResult
+from lims.custody.holds import hold_items, open_holds
+from lims.custody.models import BedsideCheck, CustodyEvent, HoldReason, Item, QcResult
 from lims.db import utcnow
 from lims.errors import Conflict, Forbidden, InvalidTransition, NotFound, ValidationError
 from lims.patients.models import Episode
@@ -35,9 +36,16 @@ def custody_settings() -> dict[str, Any]:
 
 # -- finding ----------------------------------------------------------------------------------
 
+#: The shape of a local identifier: site code, digits, check character.
+LOCAL_ID = re.compile(r"[A-Z]{2,4}[0-9]{4,12}[0-9A-Z*]")
 
-def code_from_scan(text: str) -> str:
-    """The item code a scan or a typed identifier stands for (refuses other structures)."""
+
+def code_from_scan(text: str, *, manual: bool = False) -> str:
+    """The item code a scan or an identifier stands for (refuses other structures).
+
+    ``manual`` is for what a person typed: a DIN typed by hand must carry its check character
+    (DOMAIN.md §3). API clients and scans send exact codes and need none.
+    """
     raw = (text or "").strip()
     if not raw:
         raise ValidationError("Scan or type an identifier.", field="code")
@@ -49,23 +57,38 @@ def code_from_scan(text: str) -> str:
         if scan.kind is identifiers.ScanKind.DIN:
             return scan.value.din
         raise ValidationError(
-            f"That barcode is {scan.kind.value.replace('_', ' ')}, not a bag or tube identifier.",
+            f"That barcode is {identifiers.describe(scan.kind)}, not a bag or tube identifier.",
             field="code",
         )
     compact = "".join(raw.split()).upper().replace("-", "")
-    if len(compact) == 14:  # a DIN typed by hand with its check character
-        try:
+    try:
+        if identifiers.looks_like_din(compact):
+            if manual:
+                raise ValidationError(
+                    "Type the DIN with its check character (the boxed character printed after "
+                    "it), or scan the barcode.",
+                    field="code",
+                )
+            return compact
+        if len(compact) == 14 and identifiers.looks_like_din(compact[:13]):
             return identifiers.parse_din(raw, scanned=False).din
-        except identifiers.IdentifierError as exc:
-            raise ValidationError(exc.message, field="code") from None
+        if LOCAL_ID.fullmatch(compact):
+            # A local identifier ends in its check character: a typing slip is named as such.
+            return identifiers.parse_local_id(compact).text
+    except identifiers.IdentifierError as exc:
+        raise ValidationError(exc.message, field="code") from None
     return compact
 
 
-def find_item(session: Session, text: str, *, for_update: bool = False) -> Item:
-    code = code_from_scan(text)
+def find_item(
+    session: Session, text: str, *, for_update: bool = False, manual: bool = False
+) -> Item:
+    code = code_from_scan(text, manual=manual)
     query = select(Item).where(Item.code == code)
     if for_update:
-        query = query.with_for_update(of=Item)
+        # Refresh a copy the session already holds: the lock is worth nothing if the checks
+        # then look at the state as it was before someone else's change.
+        query = query.with_for_update(of=Item).execution_options(populate_existing=True)
     item = session.scalar(query)
     if item is None:
         raise NotFound(f"No bag or tube with identifier {code}.", field="code")
@@ -125,6 +148,15 @@ def add_item(
     session.add(item)
     audit.record_created(session, item, actor=actor, reason=reason)
     record_event(session, actor=actor, item=item, action="register", from_state=None, reason=reason)
+    if item.episode.patient.consent_withdrawn_at is not None:
+        # Consent withdrawal holds the patient's material, including what is registered later.
+        hold_items(
+            session,
+            actor=actor,
+            items=[item],
+            reason=HoldReason.CONSENT_WITHDRAWN,
+            detail="consent was withdrawn before this material was registered",
+        )
     return item
 
 
@@ -274,6 +306,9 @@ def perform_action(
     before = (item.state, item.site_id, item.location, item.custodian)
     _apply(session, item, step, transition.to_state, actor, move)
     changes = audit.pending_changes(item)
+    # Write the item now (version checked) so that a lost race is a Conflict here, not a
+    # StaleDataError from the autoflush of the next statement.
+    flush_or_conflict(session)
     audit.record_changes(
         session, item, actor=actor, action=step.value, reason=reason, changes=changes
     )
@@ -302,9 +337,12 @@ def perform_action(
 def _apply(
     session: Session, item: Item, step: Action, to_state: State, actor: User, move: Move
 ) -> None:
+    # Look the site up before changing anything: the query autoflushes, and a flushed change
+    # leaves no history for the audit rows (pending_changes) to read.
+    site = site_by_code(session, move.site_code) if move.site_code else None
     item.state = to_state
-    if move.site_code:
-        item.site_id = site_by_code(session, move.site_code).id
+    if site is not None:
+        item.site_id = site.id
     elif step is Action.RECEIVE:
         item.site_id = actor.site_id  # received where the receiving person works
     if move.location is not None:
@@ -322,6 +360,16 @@ def _apply(
 def commit_or_conflict(session: Session) -> None:
     try:
         session.commit()
+    except StaleDataError:
+        session.rollback()
+        raise Conflict(
+            "Someone else changed this item at the same moment; scan it again."
+        ) from None
+
+
+def flush_or_conflict(session: Session) -> None:
+    try:
+        session.flush()
     except StaleDataError:
         session.rollback()
         raise Conflict(

@@ -262,3 +262,42 @@ def test_failed_bedside_check_is_recorded_and_blocks_infusion(app, people):
             perform_action(
                 session, actor=tech, code=bag.code, action=Action.INFUSE, password=PASSWORD
             )
+
+
+def test_a_move_to_a_named_site_audits_the_state_change(app, people):
+    """The site look-up must not flush the state change before its audit row is written."""
+    with app.app_context():
+        session = lims_db.session()
+        tech = actor(session, people["tech"])
+        patient, _ = patients.register_patient(
+            session, actor=tech, identifier=CPR, name="K H", treating_site_code="RH"
+        )
+        episode = patients.register_episode(
+            session,
+            actor=tech,
+            pseudonym=patient.pseudonym,
+            product_name="X",
+            product_kind="academic",
+        )
+        item = production.register_collection(
+            session, actor=tech, coi=episode.coi, volume_ml=100, collected_at=lims_db.utcnow()
+        )
+        perform_action(
+            session,
+            actor=tech,
+            code=item.code,
+            action=Action.SHIP,
+            move=Move(site_code="AUH", custodian="courier"),
+        )
+        fields = {
+            row.field: (row.old_value, row.new_value)
+            for row in session.scalars(
+                select(AuditEntry).where(
+                    AuditEntry.entity == "item",
+                    AuditEntry.entity_id == str(item.id),
+                    AuditEntry.action == "ship",
+                )
+            )
+        }
+        assert fields["state"] == ("collected", "in_transit")
+        assert "site_id" in fields and "custodian" in fields
