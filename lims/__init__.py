@@ -91,6 +91,7 @@ def _make_session_permanent() -> None:
 
 def _register_blueprints(app: Flask) -> None:
     from lims.api.views import bp as api_bp
+    from lims.audit.views import bp as audit_bp
     from lims.auth.admin_views import bp as admin_bp
     from lims.auth.views import bp as auth_bp
     from lims.home.views import bp as home_bp
@@ -99,6 +100,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(audit_bp)
     # The API authenticates with bearer tokens, never cookies, so cross-site forgery has
     # nothing to ride on there.
     csrf.exempt(api_bp)

@@ -15,6 +15,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import select
 
 from lims import db, migrate
+from lims.audit.cli import audit_group
 from lims.errors import DomainError
 
 
@@ -202,6 +203,7 @@ def serve(bind: str | None, workers: int | None) -> None:
 def register_commands(app: Flask) -> None:
     for command in (
         db_group,
+        audit_group,
         create_site,
         create_user,
         create_token,

@@ -19,6 +19,7 @@ NAVIGATION: list[tuple[str, str]] = [
     ("home.index", "Home"),
     ("admin.users", "Users"),
     ("admin.sites", "Sites"),
+    ("audit.index", "Audit trail"),
 ]
 
 #: Endpoints a user who must change their password may still reach.

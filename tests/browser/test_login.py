@@ -8,8 +8,8 @@ from lims.auth import services
 from tests.conftest import PASSWORD
 
 ROLE_LINKS = {
-    "admin": ["Home", "Users", "Sites"],
-    "manager": ["Home"],
+    "admin": ["Home", "Users", "Sites", "Audit trail"],
+    "manager": ["Home", "Audit trail"],
     "technician": ["Home"],
     "researcher": ["Home"],
 }

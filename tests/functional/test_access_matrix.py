@@ -79,8 +79,8 @@ def test_logged_out_visitors_are_sent_to_login_or_get_401(app, client):
 
 def test_navigation_shows_each_role_its_own_links(make_user, client):
     expected = {
-        Role.ADMIN: {"Home", "Users", "Sites"},
-        Role.MANAGER: {"Home"},
+        Role.ADMIN: {"Home", "Users", "Sites", "Audit trail"},
+        Role.MANAGER: {"Home", "Audit trail"},
         Role.TECHNICIAN: {"Home"},
         Role.RESEARCHER: {"Home"},
     }
