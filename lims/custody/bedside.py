@@ -15,7 +15,7 @@ from lims.custody.models import BedsideCheck
 from lims.custody.services import find_item, perform_action
 from lims.errors import Conflict, InvalidTransition, ValidationError
 from lims.patients.models import IdentifierKind
-from lims.patients.services import matches_identifier
+from lims.patients.services import matches_identifier, parse_identifier_kind
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ def bedside_check(
     so infusion stays blocked until a check passes.
     """
     require_role(actor, Role.TECHNICIAN, Role.MANAGER)
+    kind = parse_identifier_kind(wristband_kind, field="wristband_kind")
     if not (bag_scan and coi_scan and wristband_scan):
         raise ValidationError("Scan the wristband, the cassette and the bag.")
     bag = find_item(session, bag_scan, for_update=True)
@@ -62,7 +63,7 @@ def bedside_check(
         )
     episode = bag.episode
     mismatches = []
-    if not matches_identifier(episode.patient, IdentifierKind(wristband_kind), wristband_scan):
+    if not matches_identifier(episode.patient, kind, wristband_scan):
         mismatches.append("the wristband is not the patient this bag was made for")
     coi = _coi_value(coi_scan)
     if coi is None:

@@ -34,7 +34,7 @@ from lims.custody.services import (
     record_event,
     site_for,
 )
-from lims.errors import Conflict, ValidationError
+from lims.errors import Conflict, NotFound, ValidationError
 from lims.patients.services import get_episode
 
 BENCH = (Role.TECHNICIAN, Role.MANAGER)
@@ -188,7 +188,7 @@ def add_qc_result(
     require_role(actor, *BENCH)
     lot = session.scalar(select(ProductLot).where(ProductLot.lot_number == lot_number.upper()))
     if lot is None:
-        raise ValidationError(f"No lot {lot_number}.", field="lot_number")
+        raise NotFound(f"No lot {lot_number}.", field="lot_number")
     test = test.strip().lower()
     if test not in QC_TESTS:
         raise ValidationError(f"The QC test is one of: {', '.join(QC_TESTS)}.", field="test")

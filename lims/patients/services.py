@@ -44,6 +44,17 @@ class Identity:
     birth_date: date
 
 
+def parse_identifier_kind(
+    value: IdentifierKind | str, field: str = "identifier_kind"
+) -> IdentifierKind:
+    try:
+        return IdentifierKind(value)
+    except ValueError:
+        raise ValidationError(
+            f"The identifier is one of: {', '.join(IdentifierKind)}.", field=field
+        ) from None
+
+
 def normalise_identifier(kind: IdentifierKind, text: str) -> tuple[str, date | None, list[str]]:
     """The identifier as it is hashed, the birth date it implies, and warnings to show."""
     if kind is IdentifierKind.CPR:
@@ -79,7 +90,7 @@ def register_patient(
 ) -> tuple[Patient, list[str]]:
     """Register a patient under a new pseudonym; returns it with warnings (e.g. mod 11)."""
     require_role(actor, *CLINICAL)
-    kind = IdentifierKind(identifier_kind)
+    kind = parse_identifier_kind(identifier_kind)
     normalised, implied_birth, warnings = normalise_identifier(kind, identifier)
     birth = birth_date or implied_birth
     if birth is None:

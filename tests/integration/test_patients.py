@@ -599,3 +599,18 @@ def test_withdrawn_material_is_held_but_can_still_be_discarded(app, people):
             move=Move(location="waste"),
         )
         assert event.to_state == "discarded"
+
+
+def test_unknown_identifier_kind_is_a_clear_refusal(app, make_site, make_user):
+    from lims.auth.models import User
+    from lims.errors import ValidationError as Refused
+
+    make_site("RH", isbt_fin="W1234")
+    with app.app_context():
+        session = lims_db.session()
+        tech = session.get(User, make_user(site_code="RH").id)
+        with pytest.raises(Refused, match="The identifier is one of") as refused:
+            patients.register_patient(session, actor=tech, identifier="0707614285",
+                                      identifier_kind="passport", name="X",
+                                      treating_site_code="RH")
+        assert refused.value.field == "identifier_kind"
