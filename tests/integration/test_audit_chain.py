@@ -63,17 +63,6 @@ def triggers_enabled(engine) -> dict[str, str]:
         return {name: state for name, state in rows}
 
 
-@pytest.fixture
-def people(app, make_site, make_user) -> dict[str, SimpleNamespace]:
-    make_site("RH", isbt_fin="W1234")
-    make_site("AUH", isbt_fin="W5678")
-    return {
-        "tech": make_user("technician", site_code="RH"),
-        "manager": make_user("manager", site_code="RH"),
-        "maker": make_user("technician", site_code="AUH"),
-    }
-
-
 def build_history(app, people) -> SimpleNamespace:
     """Real service calls: patient, episode, collection, a few custody steps, a signature."""
     with app.app_context():

@@ -15,25 +15,14 @@ from lims import db as lims_db
 from lims import identifiers
 from lims.audit import services as audit
 from lims.audit.models import AuditEntry
-from lims.auth.models import User
 from lims.custody import holds, production, services
 from lims.custody.domain import Action, State
 from lims.custody.models import CustodyEvent, Hold, Item
 from lims.custody.services import Move, perform_action
 from lims.errors import Conflict, InvalidTransition
-from lims.patients import services as patients
+from tests.integration.people import actor, new_episode
 
 ROUNDS = 5
-
-
-@pytest.fixture
-def people(app, make_site, make_user):
-    make_site("RH", isbt_fin="W1234")
-    return {
-        "tech": make_user("technician", site_code="RH"),
-        "tech2": make_user("technician", site_code="RH"),
-        "manager": make_user("manager", site_code="RH"),
-    }
 
 
 @pytest.fixture
@@ -43,27 +32,6 @@ def postgresql_only(backend):
             "SQLite has no row locks and serialises writers on one file: two threads racing "
             "for one row is a PostgreSQL question (set LIMS_TEST_DATABASE_URL)"
         )
-
-
-def actor(session, person) -> User:
-    return session.get(User, person.id)
-
-
-def new_episode(session, tech, n: int = 1):
-    patient, _ = patients.register_patient(
-        session,
-        actor=tech,
-        identifier=f"0101{60 + n:02d}1{n:03d}",
-        name="X",
-        treating_site_code="RH",
-    )
-    return patients.register_episode(
-        session,
-        actor=tech,
-        pseudonym=patient.pseudonym,
-        product_name="Yescarta",
-        product_kind="commercial",
-    )
 
 
 def new_sample(session, tech, episode, quantity=10) -> Item:

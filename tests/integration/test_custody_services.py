@@ -12,7 +12,6 @@ from lims import db as lims_db
 from lims import identifiers
 from lims.audit import services as audit
 from lims.audit.models import AuditEntry, ESignature
-from lims.auth.models import User
 from lims.custody import bedside, holds, production
 from lims.custody.domain import Action, Kind, State
 from lims.custody.models import (
@@ -26,45 +25,8 @@ from lims.custody.models import (
 )
 from lims.custody.services import Move, find_item, lineage, perform_action
 from lims.errors import Conflict, Forbidden, InvalidTransition, NotFound, ValidationError
-from lims.patients import services as patients
 from tests.conftest import PASSWORD
-
-
-@pytest.fixture
-def people(app, make_site, make_user):
-    make_site("RH", isbt_fin="W1234")  # treating site
-    make_site("AUH", isbt_fin="W5678")  # manufacturing site
-    make_site("OUH", isbt_fin="W9012")  # another hospital
-    return {
-        "tech": make_user("technician", site_code="RH", full_name="Tina Tech"),
-        "manager": make_user("manager", site_code="RH", full_name="Mona Manager"),
-        "maker": make_user("technician", site_code="AUH", full_name="Mads Maker"),
-        "qp": make_user("manager", site_code="AUH", full_name="Quinn Person"),
-        "elsewhere": make_user("technician", site_code="OUH", full_name="Olga Other"),
-        "researcher": make_user("researcher", site_code="RH"),
-    }
-
-
-def actor(session, person) -> User:
-    return session.get(User, person.id)
-
-
-def cpr(n: int) -> str:
-    """A CPR number with a real birth date (1 Jan 1960 + n years); mod 11 may warn."""
-    return f"0101{60 + n:02d}1{n:03d}"
-
-
-def new_episode(session, tech, *, n: int = 1, product: str = "Yescarta"):
-    patient, _ = patients.register_patient(
-        session, actor=tech, identifier=cpr(n), name=f"Patient {n}", treating_site_code="RH"
-    )
-    return patients.register_episode(
-        session,
-        actor=tech,
-        pseudonym=patient.pseudonym,
-        product_name=product,
-        product_kind="commercial",
-    )
+from tests.integration.people import actor, cpr, new_episode
 
 
 def walk(session, who, code, *steps, **options):

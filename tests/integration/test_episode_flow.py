@@ -8,7 +8,6 @@ from sqlalchemy import func, select
 from lims import db as lims_db
 from lims.audit import services as audit
 from lims.audit.models import AuditEntry, ESignature
-from lims.auth.models import User
 from lims.custody import bedside, production
 from lims.custody.domain import Action, State
 from lims.custody.models import CustodyEvent, Item
@@ -16,24 +15,9 @@ from lims.custody.services import Move, perform_action
 from lims.errors import Conflict, InvalidTransition, ValidationError
 from lims.patients import services as patients
 from tests.conftest import PASSWORD
+from tests.integration.people import actor
 
 CPR = "0707614285"  # born 1961-07-07; a made-up number that passes mod 11
-
-
-@pytest.fixture
-def people(app, make_site, make_user):
-    make_site("RH", isbt_fin="W1234")  # treating site
-    make_site("AUH", isbt_fin="W5678")  # manufacturing site
-    return {
-        "tech": make_user("technician", site_code="RH"),
-        "manager": make_user("manager", site_code="RH"),
-        "maker": make_user("technician", site_code="AUH"),
-        "qp": make_user("manager", site_code="AUH"),
-    }
-
-
-def actor(session, person) -> User:
-    return session.get(User, person.id)
 
 
 def test_full_episode_from_collection_to_infusion(app, people):

@@ -22,29 +22,11 @@ from lims.errors import Conflict, Forbidden, InvalidTransition, NotFound, Valida
 from lims.patients import services as patients
 from lims.patients.models import Episode, IdentifierKind, Patient
 from lims.patients.vault import IdentityVault
+from tests.integration.people import actor
 
 CPR = "211062-5629"  # passes mod 11; born 1862-10-21 by the century rule (DOMAIN.md says 1962)
 CPR_DIGITS = "2110625629"
 NAME = "Karen Margrethe Hansen"
-
-
-@pytest.fixture
-def people(app, make_site, make_user):
-    make_site("RH", isbt_fin="W1234")
-    make_site("AUH", isbt_fin="W5678")
-    make_site("OUH")  # no ISBT 128 FIN
-    return {
-        "tech": make_user("technician", site_code="RH"),
-        "manager": make_user("manager", site_code="RH"),
-        "researcher": make_user("researcher", site_code="RH"),
-        "admin": make_user("admin", site_code="RH"),
-        "other_tech": make_user("technician", site_code="AUH"),
-        "other_manager": make_user("manager", site_code="AUH"),
-    }
-
-
-def actor(session, person) -> User:
-    return session.get(User, person.id)
 
 
 def register(session, who, identifier=CPR, name=NAME, **options) -> Patient:
@@ -550,7 +532,7 @@ def test_episode_at_a_site_without_fin_is_refused(app, people):
         patient = register(session, tech)
         rows = count(session, AuditEntry)
         with pytest.raises(Conflict, match="FIN"):
-            open_episode(session, tech, patient, treating_site_code="OUH")
+            open_episode(session, tech, patient, treating_site_code="HGH")
         session.rollback()
         assert count(session, Episode) == 0 and count(session, AuditEntry) == rows
         with pytest.raises(ValidationError, match="commercial or academic"):
@@ -602,7 +584,6 @@ def test_withdrawn_material_is_held_but_can_still_be_discarded(app, people):
 
 
 def test_unknown_identifier_kind_is_a_clear_refusal(app, make_site, make_user):
-    from lims.auth.models import User
     from lims.errors import ValidationError as Refused
 
     make_site("RH", isbt_fin="W1234")
@@ -610,7 +591,12 @@ def test_unknown_identifier_kind_is_a_clear_refusal(app, make_site, make_user):
         session = lims_db.session()
         tech = session.get(User, make_user(site_code="RH").id)
         with pytest.raises(Refused, match="The identifier is one of") as refused:
-            patients.register_patient(session, actor=tech, identifier="0707614285",
-                                      identifier_kind="passport", name="X",
-                                      treating_site_code="RH")
+            patients.register_patient(
+                session,
+                actor=tech,
+                identifier="0707614285",
+                identifier_kind="passport",
+                name="X",
+                treating_site_code="RH",
+            )
         assert refused.value.field == "identifier_kind"
