@@ -10,10 +10,12 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     ForeignKey,
     Integer,
     Numeric,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -180,6 +182,16 @@ class Hold(Base):
     item: Mapped[Item] = relationship()
 
 
+#: Which apheresis collections a product lot was made from: the lineage of its bags, which a
+#: single parent column cannot hold (a lot may pool several collections of one episode).
+product_lot_source = Table(
+    "product_lot_source",
+    Base.metadata,
+    Column("lot_id", ForeignKey("product_lot.id"), primary_key=True),
+    Column("item_id", ForeignKey("item.id"), primary_key=True),
+)
+
+
 class ProductLot(Base):
     """A manufactured lot made from apheresis collections of one episode."""
 
@@ -193,6 +205,7 @@ class ProductLot(Base):
 
     episode: Mapped[Episode] = relationship(lazy="joined", innerjoin=True)
     bags: Mapped[list[Item]] = relationship(back_populates="lot", foreign_keys=[Item.lot_id])
+    sources: Mapped[list[Item]] = relationship(secondary=product_lot_source, order_by=Item.id)
     qc_results: Mapped[list[QcResult]] = relationship(back_populates="lot")
 
 

@@ -141,7 +141,12 @@ def create_lot(
     # Identifiers before audit rows: the counter is locked before the audit chain's head, in
     # the same order as every other registration, so two transactions never deadlock.
     dins = [new_din(session, actor.site) for _ in bags]
-    lot = ProductLot(lot_number=lot_number, episode=episode, manufacturing_site_id=actor.site_id)
+    lot = ProductLot(
+        lot_number=lot_number,
+        episode=episode,
+        manufacturing_site_id=actor.site_id,
+        sources=sources,
+    )
     session.add(lot)
     audit.record_created(session, lot, actor=actor)
     for source in sources:

@@ -386,10 +386,13 @@ def events_of(session: Session, item: Item) -> list[CustodyEvent]:
 
 
 def lineage(item: Item) -> list[Item]:
-    """The item and its ancestors, nearest first, up to the first material of the episode."""
+    """The item and its ancestors, nearest first, down to the apheresis it was made from."""
     chain = [item]
     while chain[-1].parent is not None:
         chain.append(chain[-1].parent)
+    if chain[-1].lot is not None:
+        # A bag comes from its lot's apheresis collections (several when pooled).
+        chain.extend(chain[-1].lot.sources)
     return chain
 
 

@@ -257,7 +257,7 @@ def test_full_episode_from_registration_to_infusion(app, api):
     assert set(lot) == keys_of(api, "Lot") and set(episode) == keys_of(api, "Episode")
 
     lineage = api.tech.ok("get", f"/items/{bag}/lineage")
-    assert [link["code"] for link in lineage["lineage"]] == [bag]
+    assert [link["code"] for link in lineage["lineage"]] == [bag, code]  # bag ← its apheresis
     assert lineage["episode"]["coi"] == coi and lineage["episode"]["pseudonym"] == pseudonym
 
     patient = api.manager.ok("get", f"/patients/{pseudonym}")

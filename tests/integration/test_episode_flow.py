@@ -11,7 +11,7 @@ from lims.audit.models import AuditEntry, ESignature
 from lims.custody import bedside, production
 from lims.custody.domain import Action, State
 from lims.custody.models import CustodyEvent, Item
-from lims.custody.services import Move, perform_action
+from lims.custody.services import Move, lineage, perform_action
 from lims.errors import Conflict, InvalidTransition, ValidationError
 from lims.patients import services as patients
 from tests.conftest import PASSWORD
@@ -68,6 +68,17 @@ def test_full_episode_from_collection_to_infusion(app, people):
         )
         assert collection.state is State.CONSUMED
         bag = lot.bags[0]
+        assert lineage(bag) == [bag, collection]
+        retention = production.aliquot(
+            session,
+            actor=maker,
+            parent_code=bag.code,
+            count=1,
+            quantity_each=1,
+            unit="mL",
+            material_type="product_retention",
+        )[0]
+        assert lineage(retention) == [retention, bag, collection]
         assert bag.episode_id == episode.id and bag.state is State.MANUFACTURED
         perform_action(session, actor=maker, code=bag.code, action=Action.QUARANTINE)
         with pytest.raises(InvalidTransition, match="QC is not complete"):
@@ -136,6 +147,7 @@ def test_full_episode_from_collection_to_infusion(app, people):
         ).all()
         assert actions == [
             "register",
+            "aliquot",  # the product retention sample
             "quarantine",
             "release",
             "ship",
