@@ -36,7 +36,7 @@ from lims.audit.services import verify_chain
 from lims.auth.access import allow
 from lims.auth.forms import ConfirmForm
 from lims.auth.models import Role
-from lims.custody.models import BedsideCheck, Hold
+from lims.custody.models import BedsideCheck, Hold, Item
 from lims.custody.services import find_item
 from lims.errors import DomainError
 
@@ -190,6 +190,15 @@ def _page(
     return list(rows), older, newer
 
 
+def _item_codes(rows: list[AuditEntry]) -> dict[str, str]:
+    """The codes of the items on the page: people look for a tube by its code, not its id."""
+    ids = {int(row.entity_id) for row in rows if row.entity == "item" and row.entity_id.isdigit()}
+    if not ids:
+        return {}
+    found = db.session().execute(select(Item.id, Item.code).where(Item.id.in_(ids)))
+    return {str(item_id): code for item_id, code in found}
+
+
 def _page_answer(
     form: AuditFilterForm,
     status: int,
@@ -202,6 +211,7 @@ def _page_answer(
             "audit/index.html",
             form=form,
             rows=rows or [],
+            item_codes=_item_codes(rows or []),
             older=older,
             newer=newer,
             filters=_filter_args(),

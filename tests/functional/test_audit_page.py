@@ -120,6 +120,8 @@ def test_filter_by_item_shows_its_rows_and_its_holds_only(app, client, history):
     )
     assert set(shown(response)) == expected
     assert len(expected) >= 3 and other and not other & expected
+    # Rows name the tube by the code on its label, not by a database id.
+    assert f"item <code>{history.packed.code}</code>" in response.get_data(as_text=True)
 
 
 def test_filter_by_user_and_by_action(app, client, history):
