@@ -119,7 +119,8 @@ def _append(
 
 
 def _entity(obj: Any) -> tuple[str, Any]:
-    return obj.__tablename__, inspect(obj).identity[0] if inspect(obj).identity else obj.id
+    identity = inspect(obj).identity
+    return obj.__tablename__, identity[0] if identity else obj.id
 
 
 def record_created(

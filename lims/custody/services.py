@@ -24,7 +24,7 @@ from lims.auth.services import site_by_code
 from lims.custody import domain
 from lims.custody.domain import Action, Facts, Kind, State
 from lims.custody.holds import hold_items, open_holds
-from lims.custody.models import BedsideCheck, CustodyEvent, HoldReason, Item, QcResult
+from lims.custody.models import UNITS, BedsideCheck, CustodyEvent, HoldReason, Item, QcResult
 from lims.db import utcnow
 from lims.errors import Conflict, Forbidden, InvalidTransition, NotFound, ValidationError
 from lims.patients.models import Episode
@@ -175,8 +175,6 @@ def check_quantity(quantity: Any, unit: str) -> Decimal:
         raise ValidationError("The quantity must be a number.", field="quantity") from None
     if not value.is_finite() or value <= 0 or value >= Decimal("1e9"):
         raise ValidationError("The quantity must be a positive number.", field="quantity")
-    from lims.custody.models import UNITS
-
     if unit not in UNITS:
         raise ValidationError(f"The unit is one of {', '.join(UNITS)}.", field="unit")
     return value
