@@ -94,13 +94,26 @@ def _register_blueprints(app: Flask) -> None:
     from lims.audit.views import bp as audit_bp
     from lims.auth.admin_views import bp as admin_bp
     from lims.auth.views import bp as auth_bp
+    from lims.bench.views import bp as bench_bp
+    from lims.followup.views import bp as followup_bp
+    from lims.history.views import bp as history_bp
     from lims.home.views import bp as home_bp
+    from lims.manufacturing.views import bp as manufacturing_bp
+    from lims.shipments.views import bp as shipments_bp
 
-    app.register_blueprint(home_bp)
-    app.register_blueprint(auth_bp)
-    app.register_blueprint(admin_bp)
-    app.register_blueprint(api_bp)
-    app.register_blueprint(audit_bp)
+    for blueprint in (
+        home_bp,
+        auth_bp,
+        admin_bp,
+        api_bp,
+        audit_bp,
+        bench_bp,
+        shipments_bp,
+        manufacturing_bp,
+        followup_bp,
+        history_bp,
+    ):
+        app.register_blueprint(blueprint)
     # The API authenticates with bearer tokens, never cookies, so cross-site forgery has
     # nothing to ride on there.
     csrf.exempt(api_bp)

@@ -48,6 +48,54 @@ DEFAULTS: dict[str, Any] = {
             "cell_dose",
         ],
         "local_id_digits": 7,
+        #: Steps where a second person signs with their own password (one person cannot be both).
+        "second_person": {
+            "release": True,
+            "receive_at_treating_site": True,
+            "bedside_check": True,
+        },
+        #: The same code scanned again within this many seconds is a scanner double-read.
+        "double_scan_seconds": 2,
+    },
+    "shipping": {
+        #: Temperature limits [lowest, highest] in °C per shipping condition; a logger reading
+        #: outside them puts the shipment's items on hold.
+        "limits": {
+            "fresh": [2.0, 8.0],
+            "ambient": [15.0, 25.0],
+            "dry_ice": [-100.0, -60.0],
+            "dry_shipper": [-196.0, -150.0],
+            "ln2_vapour": [-196.0, -150.0],
+        },
+        #: Per material type and condition, limits that win over the ones above, e.g.
+        #: ``{"leukapheresis": {"fresh": [1.0, 10.0]}}``.
+        "limits_by_material": {},
+    },
+    "followup": {
+        #: The schedule used when the episode's protocol has none of its own: timepoints
+        #: relative to infusion (day 0), each with its window and the aliquot types expected.
+        "default_schedule": [
+            {"label": "baseline", "day": -7, "before": 21, "after": 2,
+             "types": ["pbmc", "plasma", "serum"]},
+            {"label": "D0", "day": 0, "before": 0, "after": 0, "types": ["pbmc", "plasma"]},
+            {"label": "D7", "day": 7, "before": 1, "after": 2, "types": ["pbmc", "plasma"]},
+            {"label": "D14", "day": 14, "before": 2, "after": 2, "types": ["pbmc", "plasma"]},
+            {"label": "D21", "day": 21, "before": 3, "after": 3, "types": ["pbmc", "plasma"]},
+            {"label": "D28", "day": 28, "before": 3, "after": 3,
+             "types": ["pbmc", "plasma", "serum"]},
+            {"label": "M3", "day": 90, "before": 14, "after": 14,
+             "types": ["pbmc", "plasma", "serum"]},
+            {"label": "M6", "day": 180, "before": 30, "after": 30,
+             "types": ["pbmc", "plasma", "serum"]},
+            {"label": "M12", "day": 365, "before": 30, "after": 30,
+             "types": ["pbmc", "plasma", "serum"]},
+        ],
+        #: After the last timepoint above, one a year (Y2, Y3, ...) up to this year.
+        "yearly_until": 15,
+        "yearly_window_days": 60,
+        "yearly_types": ["pbmc", "plasma", "serum"],
+        #: Schedules per protocol (the episode's protocol name = a list like the default).
+        "protocols": {},
     },
     "server": {
         "bind": "127.0.0.1:8000",
@@ -80,6 +128,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: str = "") -> No
                 _merge(base[key], value, f"{where}.")
         else:
             expected = type(base[key])
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # TOML writes -150 for -150.0
             if expected is int and isinstance(value, bool):
                 raise ConfigurationError(f"'{where}' must be a whole number")
             if not isinstance(value, expected):

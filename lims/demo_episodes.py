@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lims.auth.models import User
+from lims.auth.services import Witness, confirm_second_person
 from lims.custody import bedside, holds, production
 from lims.custody.domain import Action
 from lims.custody.models import HoldReason, Item
@@ -69,6 +70,11 @@ class _Demo:
     def act(self, who: str, item: Item, action: Action, **options) -> None:
         perform_action(self.session, actor=self.user(who), code=item.code, action=action, **options)
 
+    def second_person(self, who: str, witness: str) -> Witness:
+        return confirm_second_person(
+            self.session, actor=self.user(who), username=witness, password=self.password
+        )
+
     def collection(self, episode, site: str) -> Item:
         return production.register_collection(
             self.session,
@@ -121,7 +127,13 @@ class _Demo:
 
     def release(self, bag: Item) -> None:
         self.qc(bag, QC_PASS)
-        self.act("manager.rh", bag, Action.RELEASE, password=self.password)
+        self.act(
+            "manager.rh",
+            bag,
+            Action.RELEASE,
+            password=self.password,
+            witness=self.second_person("manager.rh", "tech.rh"),
+        )
 
     def deliver(self, bag: Item, site: str) -> None:
         self.act(
@@ -130,7 +142,12 @@ class _Demo:
             Action.SHIP,
             move=Move(custodian="Cryoport", temperature_logger_ref="LN2-DS-118"),
         )
-        self.act(f"tech.{site.lower()}", bag, Action.RECEIVE)
+        self.act(
+            f"tech.{site.lower()}",
+            bag,
+            Action.RECEIVE,
+            witness=self.second_person(f"tech.{site.lower()}", f"manager.{site.lower()}"),
+        )
         self.act(
             f"tech.{site.lower()}", bag, Action.STORE, move=Move(location="Vapour-phase LN2 tank 1")
         )
@@ -146,6 +163,8 @@ class _Demo:
             bag_scan=bag.code,
             coi_scan=f"&/{bag.episode.coi}",
             wristband_scan=cpr,
+            witness_username=f"manager.{site.lower()}",
+            witness_password=self.password,
         )
         self.act(f"manager.{site.lower()}", bag, Action.INFUSE, password=self.password)
 

@@ -13,6 +13,7 @@ from lims.custody.models import (
     QcResult,
 )
 from lims.patients.models import Episode, Patient
+from lims.shipments.models import Shipment, ShipmentLine, TemperatureReading
 
 protect(AuditEntry, CustodyEvent, ESignature)
 
@@ -30,6 +31,9 @@ __all__ = [
     "Patient",
     "ProductLot",
     "QcResult",
+    "Shipment",
+    "ShipmentLine",
     "Site",
+    "TemperatureReading",
     "User",
 ]

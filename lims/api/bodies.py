@@ -18,6 +18,17 @@ DAYS = {"minimum": -36500, "maximum": 36500}
 #: The material types a tube may be (samples and aliquots), in the enum's order.
 ALIQUOT_TYPES = tuple(m.value for m in MaterialType if m in TYPES_BY_KIND[Kind.ALIQUOT])
 
+#: The second person of a step that cannot be undone (custody.second_person).
+WITNESS = (
+    Field(
+        "witness_username",
+        "string",
+        max_length=SHORT,
+        description="Second person's username (release, receipt at the treating site).",
+    ),
+    Field("witness_password", "string", max_length=1024, description="Second person's password."),
+)
+
 ACTION = Body(
     "ActionRequest",
     Field("reason", "string", description="Why; required for discard, lose, return, unreserve."),
@@ -31,6 +42,7 @@ ACTION = Body(
         max_length=1024,
         description="Your password, for steps signed (release, infuse).",
     ),
+    *WITNESS,
     optional=True,
 )
 
@@ -132,6 +144,7 @@ BEDSIDE_CHECK = Body(
     Field("coi", "string", required=True, description="The cassette's CoI as scanned."),
     Field("wristband", "string", required=True, description="The wristband as scanned."),
     Field("wristband_kind", "string", choices=IdentifierKind, description="Default cpr."),
+    *WITNESS,
 )
 
 ALL = (

@@ -121,6 +121,7 @@ EVENT: Schema = obj(
         "reason": nullable(STRING),
         "temperature_logger_ref": nullable(STRING),
         "signature": nullable(ref("Signature")),
+        "witness_signature": nullable(ref("Signature")),
     },
     "One step of the chain of custody.",
 )

@@ -147,7 +147,8 @@ class EventContext:
         events = list(events)
         site_ids = {e.from_site_id for e in events} | {e.to_site_id for e in events}
         site_ids.discard(None)
-        signature_ids = {e.signature_id for e in events if e.signature_id is not None}
+        signature_ids = {e.signature_id for e in events} | {e.witness_signature_id for e in events}
+        signature_ids.discard(None)
         self.sites: dict[int, str] = {}
         if site_ids:
             rows = session.execute(select(Site.id, Site.code).where(Site.id.in_(site_ids)))
@@ -162,8 +163,17 @@ class EventContext:
         }
 
 
+def signature_json(signature: ESignature | None) -> dict[str, Any] | None:
+    if signature is None:
+        return None
+    return {
+        "printed_name": signature.printed_name,
+        "meaning": signature.meaning,
+        "signed_at": iso(signature.signed_at),
+    }
+
+
 def event_json(event: CustodyEvent, context: EventContext) -> dict[str, Any]:
-    signature = context.signatures.get(event.signature_id) if event.signature_id else None
     return {
         "at": iso(event.at),
         "actor": event.user.username if event.user is not None else "command line",
@@ -178,15 +188,9 @@ def event_json(event: CustodyEvent, context: EventContext) -> dict[str, Any]:
         "to_custodian": event.to_custodian,
         "reason": event.reason,
         "temperature_logger_ref": event.temperature_logger_ref,
-        "signature": (
-            {
-                "printed_name": signature.printed_name,
-                "meaning": signature.meaning,
-                "signed_at": iso(signature.signed_at),
-            }
-            if signature is not None
-            else None
-        ),
+        "signature": signature_json(context.signatures.get(event.signature_id)),
+        #: The second person's signature (release, receipt at the treating site, bedside).
+        "witness_signature": signature_json(context.signatures.get(event.witness_signature_id)),
     }
 
 

@@ -31,6 +31,7 @@ from lims.api.serializers import (
 )
 from lims.auth.access import allow, allow_all_roles, public
 from lims.auth.models import Role, User
+from lims.auth.services import Witness, confirm_second_person
 from lims.custody import bedside, holds, production
 from lims.custody import services as custody
 from lims.custody.models import Item
@@ -67,6 +68,18 @@ def user_summary(user) -> dict:
 def actor() -> User:
     """The token's user as the model object the services expect (not the proxy)."""
     return current_user._get_current_object()
+
+
+def witness_from(session, data: dict[str, Any]) -> Witness | None:
+    """The second person named in the body, their password checked; None when not named."""
+    if not data.get("witness_username"):
+        return None
+    return confirm_second_person(
+        session,
+        actor=actor(),
+        username=data["witness_username"],
+        password=data["witness_password"],
+    )
 
 
 def created(body: dict[str, Any], location: str | None = None) -> Any:
@@ -145,6 +158,7 @@ def item_lineage(code: str):
 def perform_action(code: str, action: str):
     data = bodies.ACTION.parse()
     session = db.session()
+    witness = witness_from(session, data)
     event = custody.perform_action(
         session,
         actor=actor(),
@@ -158,6 +172,7 @@ def perform_action(code: str, action: str):
             temperature_logger_ref=data["temperature_logger_ref"],
         ),
         password=data["password"],
+        witness=witness,
     )
     return jsonify(event=events_json(session, [event])[0], item=item_answer(event.item))
 
@@ -250,6 +265,8 @@ def bedside_check():
         coi_scan=data["coi"],
         wristband_scan=data["wristband"],
         wristband_kind=data["wristband_kind"] or IdentifierKind.CPR,
+        witness_username=data["witness_username"],
+        witness_password=data["witness_password"],
     )
     return jsonify(bedside_json(session, outcome))
 

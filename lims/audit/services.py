@@ -288,6 +288,49 @@ def sign(
             "The password for the signature is wrong; nothing was signed or changed.",
             field="password",
         )
+    return _signature(
+        session,
+        signer=signer,
+        meaning=meaning,
+        entity=entity,
+        entity_id=entity_id,
+        record=record,
+        comment=comment,
+    )
+
+
+def countersign(
+    session: Session,
+    *,
+    witness: Any,
+    meaning: str = "verified",
+    entity: str,
+    entity_id: Any,
+    record: dict[str, Any],
+) -> ESignature:
+    """The second person's signature; ``witness`` comes from ``confirm_second_person``,
+    which checked their password before the step began."""
+    return _signature(
+        session,
+        signer=witness.user,
+        meaning=meaning,
+        entity=entity,
+        entity_id=entity_id,
+        record=record,
+        comment="second person",
+    )
+
+
+def _signature(
+    session: Session,
+    *,
+    signer: User,
+    meaning: str,
+    entity: str,
+    entity_id: Any,
+    record: dict[str, Any],
+    comment: str | None,
+) -> ESignature:
     signature = ESignature(
         user_id=signer.id,
         printed_name=signer.full_name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -243,17 +244,9 @@ def set_password(
     return user
 
 
-def authenticate(session: Session, *, username: str, password: str) -> User:
-    """Check a login; count failures and lock the account after too many."""
+def _check_password(session: Session, user: User, password: str, now) -> None:
+    """Refuse a wrong password, counting it towards the lockout (committed at once)."""
     policy = security_policy()
-    now = utcnow()
-    user = session.scalar(
-        select(User).where(User.username == username.strip().lower()).with_for_update(of=User)
-    )
-    if user is None:
-        # Spend the same time as a real check so response times do not reveal usernames.
-        policy.verify(_dummy_hash(), password)
-        raise AuthenticationFailed("Wrong username or password.")
     if user.is_locked(now):
         raise AccountLocked(
             f"This account is locked after {policy.lockout_threshold} failed logins. "
@@ -278,6 +271,20 @@ def authenticate(session: Session, *, username: str, password: str) -> User:
         )
     if not user.active:
         raise AuthenticationFailed("This account is deactivated. Ask an administrator.")
+
+
+def authenticate(session: Session, *, username: str, password: str) -> User:
+    """Check a login; count failures and lock the account after too many."""
+    policy = security_policy()
+    now = utcnow()
+    user = session.scalar(
+        select(User).where(User.username == username.strip().lower()).with_for_update(of=User)
+    )
+    if user is None:
+        # Spend the same time as a real check so response times do not reveal usernames.
+        policy.verify(_dummy_hash(), password)
+        raise AuthenticationFailed("Wrong username or password.")
+    _check_password(session, user, password, now)
     if policy.hasher.check_needs_rehash(user.password_hash):
         user.password_hash = policy.hash(password)
     user.failed_logins = 0
@@ -285,6 +292,51 @@ def authenticate(session: Session, *, username: str, password: str) -> User:
     user.last_login_at = now
     session.commit()
     return user
+
+
+@dataclass(frozen=True)
+class Witness:
+    """A second person whose password was checked for one step (see confirm_second_person)."""
+
+    user: User
+
+
+def confirm_second_person(
+    session: Session, *, actor: User, username: str | None, password: str | None
+) -> Witness:
+    """Check the second person of a step that cannot be undone: another bench user's password.
+
+    Call it before the step writes anything: a wrong password is counted towards that
+    account's lockout and committed at once, like a failed login.
+    """
+    username = (username or "").strip().lower()
+    if not username or not password:
+        raise ValidationError(
+            "This step needs a second person: they enter their own username and password.",
+            field="witness",
+        )
+    if username == actor.username:
+        raise ValidationError(
+            "The second person must be someone else: one person cannot both do and verify "
+            "this step.",
+            field="witness",
+        )
+    policy = security_policy()
+    user = session.scalar(select(User).where(User.username == username).with_for_update(of=User))
+    if user is None:
+        policy.verify(_dummy_hash(), password)
+        raise ValidationError("Wrong username or password for the second person.", field="witness")
+    try:
+        _check_password(session, user, password, utcnow())
+    except AuthenticationFailed as exc:
+        raise ValidationError(f"Second person: {exc.message}", field="witness") from None
+    if user.role not in (Role.TECHNICIAN, Role.MANAGER):
+        raise ValidationError(
+            "The second person must be a technician or a manager.", field="witness"
+        )
+    if user.failed_logins:
+        user.failed_logins = 0
+    return Witness(user)
 
 
 _DUMMY_HASH: dict[str, str] = {}

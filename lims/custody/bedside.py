@@ -9,10 +9,15 @@ from sqlalchemy.orm import Session
 from lims import identifiers
 from lims.audit import services as audit
 from lims.auth.models import Role, User
-from lims.auth.services import require_role
+from lims.auth.services import confirm_second_person, require_role
 from lims.custody.domain import Action, Kind, State
 from lims.custody.models import BedsideCheck
-from lims.custody.services import find_item, perform_action
+from lims.custody.services import (
+    commit_or_conflict,
+    custody_settings,
+    find_item,
+    perform_action,
+)
 from lims.errors import Conflict, InvalidTransition, ValidationError
 from lims.patients.models import IdentifierKind
 from lims.patients.services import matches_identifier, parse_identifier_kind
@@ -44,11 +49,14 @@ def bedside_check(
     coi_scan: str,
     wristband_scan: str,
     wristband_kind: IdentifierKind | str = IdentifierKind.CPR,
+    witness_username: str | None = None,
+    witness_password: str | None = None,
 ) -> CheckOutcome:
     """Compare the three scans; record the check either way. A pass verifies the identity.
 
     A failed check is committed (it is part of the record) and then refused with a Conflict,
-    so infusion stays blocked until a check passes.
+    so infusion stays blocked until a check passes. A pass needs the second person
+    (``custody.second_person.bedside_check``), who signs the verification with the checker.
     """
     require_role(actor, Role.TECHNICIAN, Role.MANAGER)
     kind = parse_identifier_kind(wristband_kind, field="wristband_kind")
@@ -70,19 +78,43 @@ def bedside_check(
         mismatches.append("the cassette label is not a valid Chain of Identity identifier")
     elif coi != episode.coi:
         mismatches.append("the cassette's Chain of Identity is not this bag's")
+    if mismatches:
+        check = BedsideCheck(
+            item_id=bag.id,
+            episode_id=episode.id,
+            passed=False,
+            mismatches="; ".join(mismatches),
+            checked_by_id=actor.id,
+        )
+        session.add(check)
+        audit.record_created(session, check, actor=actor)
+        session.commit()
+        raise Conflict("IDENTITY MISMATCH – do not infuse: " + "; ".join(mismatches) + ".")
+    witness = None
+    if custody_settings()["second_person"].get("bedside_check") or witness_username:
+        # Checked only now, so that a mismatch above is recorded whatever the second person
+        # typed; nothing is written yet, so a wrong password here leaves no half check.
+        witness = confirm_second_person(
+            session, actor=actor, username=witness_username, password=witness_password
+        )
+    event = perform_action(
+        session,
+        actor=actor,
+        code=bag.code,
+        action=Action.VERIFY_IDENTITY,
+        internal=True,
+        witness=witness,
+        commit=False,
+    )
     check = BedsideCheck(
         item_id=bag.id,
         episode_id=episode.id,
-        passed=not mismatches,
-        mismatches="; ".join(mismatches),
+        passed=True,
+        mismatches="",
         checked_by_id=actor.id,
+        witness_signature_id=event.witness_signature_id,
     )
     session.add(check)
     audit.record_created(session, check, actor=actor)
-    if mismatches:
-        session.commit()
-        raise Conflict("IDENTITY MISMATCH – do not infuse: " + "; ".join(mismatches) + ".")
-    perform_action(
-        session, actor=actor, code=bag.code, action=Action.VERIFY_IDENTITY, internal=True
-    )
+    commit_or_conflict(session)
     return CheckOutcome(check, ())

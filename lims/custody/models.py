@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from lims.audit.models import ESignature
 from lims.auth.models import Site, User, enum_column
 from lims.custody.domain import Kind, State
 from lims.db import Base, UTCDateTime, utcnow
@@ -148,9 +149,15 @@ class CustodyEvent(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     temperature_logger_ref: Mapped[str | None] = mapped_column(String(100))
     signature_id: Mapped[int | None] = mapped_column(ForeignKey("e_signature.id"))
+    #: The second person's signature where the step needs one (release, receipt, bedside).
+    witness_signature_id: Mapped[int | None] = mapped_column(ForeignKey("e_signature.id"))
 
     user: Mapped[User | None] = relationship()
     item: Mapped[Item] = relationship()
+    signature: Mapped[ESignature | None] = relationship(foreign_keys=[signature_id])
+    witness_signature: Mapped[ESignature | None] = relationship(
+        foreign_keys=[witness_signature_id]
+    )
 
 
 class HoldReason(StrEnum):
@@ -239,6 +246,7 @@ class BedsideCheck(Base):
     mismatches: Mapped[str] = mapped_column(Text, default="")
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     checked_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    witness_signature_id: Mapped[int | None] = mapped_column(ForeignKey("e_signature.id"))
 
 
 class IdentifierCounter(Base):

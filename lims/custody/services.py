@@ -20,7 +20,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from lims import identifiers
 from lims.audit import services as audit
 from lims.auth.models import Role, Site, User
-from lims.auth.services import site_by_code
+from lims.auth.services import Witness, site_by_code
 from lims.custody import domain
 from lims.custody.domain import Action, Facts, Kind, State
 from lims.custody.holds import hold_items, open_holds
@@ -116,6 +116,7 @@ def record_event(
     reason: str | None = None,
     temperature_logger_ref: str | None = None,
     signature_id: int | None = None,
+    witness_signature_id: int | None = None,
 ) -> CustodyEvent:
     event = CustodyEvent(
         item=item,
@@ -133,6 +134,7 @@ def record_event(
         reason=reason,
         temperature_logger_ref=temperature_logger_ref,
         signature_id=signature_id,
+        witness_signature_id=witness_signature_id,
     )
     session.add(event)
     return event
@@ -262,8 +264,13 @@ def perform_action(
     password: str | None = None,
     internal: bool = False,
     commit: bool = True,
+    witness: Witness | None = None,
 ) -> CustodyEvent:
-    """Do one custody step on the item with this code, or refuse with a DomainError."""
+    """Do one custody step on the item with this code, or refuse with a DomainError.
+
+    ``witness`` is the second person (from ``confirm_second_person``) for the steps the
+    configuration names in ``custody.second_person``.
+    """
     move = move or Move()
     item = find_item(session, code, for_update=True)
     if not visible_to(actor, item):
@@ -301,6 +308,28 @@ def perform_action(
                 "lot_id": item.lot_id,
             },
         )
+    witness_needed = second_person_step(session, item, step, actor, move)
+    if witness_needed and witness is None:
+        raise ValidationError(
+            f"{step.label} needs a second person: they sign with their own username and password.",
+            field="witness",
+        )
+    if witness is not None and witness.user.id == actor.id:
+        raise ValidationError("One person cannot both do and verify this step.", field="witness")
+    witness_signature = None
+    if witness is not None:
+        witness_signature = audit.countersign(
+            session,
+            witness=witness,
+            entity="item",
+            entity_id=item.id,
+            record={
+                "code": item.code,
+                "state": item.state,
+                "version": item.version,
+                "action": step.value,
+            },
+        )
     before = (item.state, item.site_id, item.location, item.custodian)
     _apply(session, item, step, transition.to_state, actor, move)
     changes = audit.pending_changes(item)
@@ -322,6 +351,7 @@ def perform_action(
         reason=reason,
         temperature_logger_ref=move.temperature_logger_ref,
         signature_id=signature.id if signature else None,
+        witness_signature_id=witness_signature.id if witness_signature else None,
     )
     if step is Action.INFUSE:
         episode = item.episode
@@ -330,6 +360,19 @@ def perform_action(
     if commit:
         commit_or_conflict(session)
     return event
+
+
+def second_person_step(session: Session, item: Item, step: Action, actor: User, move: Move) -> bool:
+    """Whether the configuration asks for a second person on this step of this item."""
+    wanted = custody_settings()["second_person"]
+    if step is Action.RELEASE:
+        return bool(wanted.get("release"))
+    if step is Action.RECEIVE and item.kind is Kind.PRODUCT_BAG:
+        site_id = site_by_code(session, move.site_code).id if move.site_code else actor.site_id
+        return bool(wanted.get("receive_at_treating_site")) and (
+            site_id == item.episode.treating_site_id
+        )
+    return False
 
 
 def _apply(

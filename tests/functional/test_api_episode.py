@@ -25,9 +25,14 @@ COLLECTED_AT = "2025-03-01T10:30:00+01:00"
 class Api:
     """The test client speaking as one user's token."""
 
-    def __init__(self, client, token: str) -> None:
+    def __init__(self, client, token: str, username: str = "") -> None:
         self.client = client
         self.headers = {"Authorization": f"Bearer {token}"}
+        self.username = username
+
+    def as_second_person(self) -> dict[str, str]:
+        """This user as the second person of a step (custody.second_person)."""
+        return {"witness_username": self.username, "witness_password": PASSWORD}
 
     def get(self, path: str):
         return self.client.get("/api/v1" + path, headers=self.headers)
@@ -60,12 +65,11 @@ def people_of_an_episode(make_site, make_user, token_for, client) -> SimpleNames
         "researcher": ("researcher", "AUH"),
         "admin": ("admin", "RH"),
     }
-    return SimpleNamespace(
-        **{
-            name: Api(client, token_for(make_user(role, site_code=site, full_name=name.title())))
-            for name, (role, site) in people.items()
-        }
-    )
+    apis = {}
+    for name, (role, site) in people.items():
+        user = make_user(role, site_code=site, full_name=name.title())
+        apis[name] = Api(client, token_for(user), user.username)
+    return SimpleNamespace(**apis)
 
 
 @pytest.fixture
@@ -197,13 +201,20 @@ def test_full_episode_from_registration_to_infusion(app, api):
     assert wrong.status_code == 422 and wrong.json["field"] == "password"
     assert api.qp.ok("get", f"/items/{bag}")["state"] == "quarantine"
 
-    released = api.qp.act(bag, "release", password=PASSWORD)
+    same = api.qp.post(
+        f"/items/{bag}/actions/release",
+        {"password": PASSWORD, **api.qp.as_second_person()},
+    )
+    assert same.status_code == 422 and same.json["field"] == "witness"
+    assert "cannot both" in same.json["message"]
+    released = api.qp.act(bag, "release", password=PASSWORD, **api.maker.as_second_person())
     assert released["item"]["state"] == "released"
+    assert released["event"]["witness_signature"]["printed_name"] == "Maker"
     assert released["event"]["signature"]["printed_name"] == "Qp"
     assert released["event"]["signature"]["meaning"] == "released"
 
     api.maker.act(bag, "ship", custodian="Cryoport", temperature_logger_ref="LN2-77")
-    api.tech.act(bag, "receive")
+    api.tech.act(bag, "receive", **api.manager.as_second_person())
     assert api.tech.act(bag, "store", location="LN2 tank 2")["item"]["location"] == "LN2 tank 2"
     api.tech.act(bag, "issue")
     early = api.tech.post(f"/items/{bag}/actions/infuse", {"password": PASSWORD})
@@ -220,7 +231,10 @@ def test_full_episode_from_registration_to_infusion(app, api):
     assert api.tech.ok("get", f"/items/{bag}")["state"] == "thawed"
 
     check = api.tech.ok(
-        "post", "/bedside-checks", {"bag": bag, "coi": f"&/{coi}", "wristband": "070761-4285"}
+        "post",
+        "/bedside-checks",
+        {"bag": bag, "coi": f"&/{coi}", "wristband": "070761-4285"}
+        | api.manager.as_second_person(),
     )
     assert check["passed"] is True and check["state"] == "identity_verified"
     assert not any(trace in json.dumps(check) for trace in IDENTITY_TRACES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from lims.auth.models import User
+from lims.auth.services import Witness
 from lims.patients import services as patients
 
 
@@ -51,3 +52,8 @@ def new_episode(session, tech: User, *, n: int = 1, product: str = "Yescarta"):
         product_name=product,
         product_kind="commercial",
     )
+
+
+def second_person(session, person: SimpleNamespace) -> Witness:
+    """``person`` as the second person of a step, as if their password had just been checked."""
+    return Witness(actor(session, person))

@@ -26,7 +26,7 @@ from lims.custody.models import (
 from lims.custody.services import Move, find_item, lineage, perform_action
 from lims.errors import Conflict, Forbidden, InvalidTransition, NotFound, ValidationError
 from tests.conftest import PASSWORD
-from tests.integration.people import actor, cpr, new_episode
+from tests.integration.people import actor, cpr, new_episode, second_person
 
 
 def walk(session, who, code, *steps, **options):
@@ -68,9 +68,19 @@ def issued_bag(app, session, people, episode, *, receiver="tech") -> Item:
     """A released bag shipped to, received and issued by ``receiver``."""
     maker, qp = actor(session, people["maker"]), actor(session, people["qp"])
     bag = quarantined_lot(app, session, people, episode).bags[0]
-    perform_action(session, actor=qp, code=bag.code, action=Action.RELEASE, password=PASSWORD)
+    perform_action(
+        session,
+        actor=qp,
+        code=bag.code,
+        action=Action.RELEASE,
+        password=PASSWORD,
+        witness=second_person(session, people["maker"]),
+    )
     walk(session, maker, bag.code, Action.SHIP, move=Move(custodian="courier"))
-    walk(session, actor(session, people[receiver]), bag.code, Action.RECEIVE, Action.ISSUE)
+    receiving = actor(session, people[receiver])
+    witness = second_person(session, people["manager" if receiver == "tech" else "tech"])
+    walk(session, receiving, bag.code, Action.RECEIVE, witness=witness)
+    walk(session, receiving, bag.code, Action.ISSUE)
     return bag
 
 
@@ -84,6 +94,8 @@ def verified_bag(app, session, people, episode) -> Item:
         bag_scan=bag.code,
         coi_scan=f"&/{episode.coi}",
         wristband_scan=cpr(episode.patient_id),
+        witness_username=people["tech2"].username,
+        witness_password=PASSWORD,
     )
     return bag
 
@@ -161,7 +173,14 @@ def test_no_shipment_of_a_product_before_release(app, people):
             )
         assert committed(app) == before
         session.rollback()
-        perform_action(session, actor=qp, code=bag.code, action=Action.RELEASE, password=PASSWORD)
+        perform_action(
+            session,
+            actor=qp,
+            code=bag.code,
+            action=Action.RELEASE,
+            password=PASSWORD,
+            witness=second_person(session, people["maker"]),
+        )
         event = perform_action(
             session, actor=maker, code=bag.code, action=Action.SHIP, move=Move(custodian="DHL")
         )
@@ -182,7 +201,12 @@ def test_release_refused_until_qc_is_complete(app, people):
             )
         with pytest.raises(InvalidTransition, match=f"QC is not complete: {required[-1]} missing"):
             perform_action(
-                session, actor=qp, code=bag.code, action=Action.RELEASE, password=PASSWORD
+                session,
+                actor=qp,
+                code=bag.code,
+                action=Action.RELEASE,
+                password=PASSWORD,
+                witness=second_person(session, people["maker"]),
             )
         session.rollback()
         production.add_qc_result(
@@ -194,14 +218,22 @@ def test_release_refused_until_qc_is_complete(app, people):
             passed=True,
         )
         event = perform_action(
-            session, actor=qp, code=bag.code, action=Action.RELEASE, password=PASSWORD
+            session,
+            actor=qp,
+            code=bag.code,
+            action=Action.RELEASE,
+            password=PASSWORD,
+            witness=second_person(session, people["maker"]),
         )
         signature = session.get(ESignature, event.signature_id)
         assert signature.meaning == "released" and signature.user_id == qp.id
         assert signature.printed_name == "Quinn Person"
         assert signature.record_hash and len(signature.record_hash) == 64
-        (sign_row,) = rows(session, "item", bag.id, "sign")
-        assert sign_row.user_id == qp.id and f"signature {signature.id}" in sign_row.new_value
+        manager_row, witness_row = rows(session, "item", bag.id, "sign")
+        assert manager_row.user_id == qp.id and f"signature {signature.id}" in manager_row.new_value
+        witness = session.get(ESignature, event.witness_signature_id)
+        assert (witness.user_id, witness.meaning) == (people["maker"].id, "verified")
+        assert witness_row.user_id == people["maker"].id
 
 
 def test_release_needs_a_manager(app, people):
@@ -212,7 +244,12 @@ def test_release_needs_a_manager(app, people):
         before = committed(app)
         with pytest.raises(Forbidden):
             perform_action(
-                session, actor=maker, code=bag.code, action=Action.RELEASE, password=PASSWORD
+                session,
+                actor=maker,
+                code=bag.code,
+                action=Action.RELEASE,
+                password=PASSWORD,
+                witness=second_person(session, people["maker"]),
             )
         assert committed(app) == before
 
@@ -227,7 +264,12 @@ def test_release_with_a_wrong_password_changes_nothing(app, people, password):
         signatures = count(session, ESignature)
         with pytest.raises(ValidationError, match="password") as refusal:
             perform_action(
-                session, actor=qp, code=bag.code, action=Action.RELEASE, password=password
+                session,
+                actor=qp,
+                code=bag.code,
+                action=Action.RELEASE,
+                password=password,
+                witness=second_person(session, people["maker"]),
             )
         assert refusal.value.field == "password"
         # Nothing is pending that a careless caller could still commit ...
@@ -281,7 +323,14 @@ def test_no_thaw_before_issue_or_receipt(app, people):
         session = lims_db.session()
         maker, qp = actor(session, people["maker"]), actor(session, people["qp"])
         bag = quarantined_lot(app, session, people, new_episode(session, maker)).bags[0]
-        perform_action(session, actor=qp, code=bag.code, action=Action.RELEASE, password=PASSWORD)
+        perform_action(
+            session,
+            actor=qp,
+            code=bag.code,
+            action=Action.RELEASE,
+            password=PASSWORD,
+            witness=second_person(session, people["maker"]),
+        )
         walk(session, maker, bag.code, Action.SHIP, move=Move(custodian="courier"))
         with pytest.raises(InvalidTransition, match="Cannot thaw material that is in transit"):
             perform_action(session, actor=maker, code=bag.code, action=Action.THAW)
@@ -408,7 +457,12 @@ def test_out_of_spec_qc_puts_the_lots_bags_on_hold_and_blocks_release(app, peopl
         assert holds.open_holds(session, other_lot.bags[0].id) == []
         with pytest.raises(InvalidTransition, match="QC out of specification: viability"):
             perform_action(
-                session, actor=qp, code=lot.bags[0].code, action=Action.RELEASE, password=PASSWORD
+                session,
+                actor=qp,
+                code=lot.bags[0].code,
+                action=Action.RELEASE,
+                password=PASSWORD,
+                witness=second_person(session, people["maker"]),
             )
         session.rollback()
         # Clearing the hold alone does not make a failed lot releasable.
@@ -420,11 +474,21 @@ def test_out_of_spec_qc_puts_the_lots_bags_on_hold_and_blocks_release(app, peopl
         )
         with pytest.raises(InvalidTransition, match="QC out of specification"):
             perform_action(
-                session, actor=qp, code=lot.bags[0].code, action=Action.RELEASE, password=PASSWORD
+                session,
+                actor=qp,
+                code=lot.bags[0].code,
+                action=Action.RELEASE,
+                password=PASSWORD,
+                witness=second_person(session, people["maker"]),
             )
         session.rollback()
         perform_action(
-            session, actor=qp, code=other_lot.bags[0].code, action=Action.RELEASE, password=PASSWORD
+            session,
+            actor=qp,
+            code=other_lot.bags[0].code,
+            action=Action.RELEASE,
+            password=PASSWORD,
+            witness=second_person(session, people["maker"]),
         )
 
 
@@ -433,7 +497,14 @@ def test_hold_on_a_released_bag_blocks_shipment(app, people):
         session = lims_db.session()
         maker, qp = actor(session, people["maker"]), actor(session, people["qp"])
         bag = quarantined_lot(app, session, people, new_episode(session, maker)).bags[0]
-        perform_action(session, actor=qp, code=bag.code, action=Action.RELEASE, password=PASSWORD)
+        perform_action(
+            session,
+            actor=qp,
+            code=bag.code,
+            action=Action.RELEASE,
+            password=PASSWORD,
+            witness=second_person(session, people["maker"]),
+        )
         holds.place_hold(
             session, actor=maker, item=bag, reason="temperature_excursion", detail="logger alarm"
         )
@@ -888,6 +959,8 @@ def test_bedside_check_both_outcomes_are_recorded(app, people):
             bag_scan=bag.code.lower(),
             coi_scan=f"&/{episode.coi}",
             wristband_scan=cpr(1)[:6] + "-" + cpr(1)[6:],
+            witness_username=people["tech2"].username,
+            witness_password=PASSWORD,
         )
         assert outcome.passed and outcome.check.passed
         passed_row = created(session, "bedside_check", outcome.check.id)

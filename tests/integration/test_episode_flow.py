@@ -15,7 +15,7 @@ from lims.custody.services import Move, lineage, perform_action
 from lims.errors import Conflict, InvalidTransition, ValidationError
 from lims.patients import services as patients
 from tests.conftest import PASSWORD
-from tests.integration.people import actor
+from tests.integration.people import actor, second_person
 
 CPR = "0707614285"  # born 1961-07-07; a made-up number that passes mod 11
 
@@ -83,7 +83,12 @@ def test_full_episode_from_collection_to_infusion(app, people):
         perform_action(session, actor=maker, code=bag.code, action=Action.QUARANTINE)
         with pytest.raises(InvalidTransition, match="QC is not complete"):
             perform_action(
-                session, actor=qp, code=bag.code, action=Action.RELEASE, password=PASSWORD
+                session,
+                actor=qp,
+                code=bag.code,
+                action=Action.RELEASE,
+                password=PASSWORD,
+                witness=second_person(session, people["maker"]),
             )
         for test in app.config["LIMS"]["custody"]["required_qc"]:
             production.add_qc_result(
@@ -91,11 +96,23 @@ def test_full_episode_from_collection_to_infusion(app, people):
             )
         with pytest.raises(ValidationError, match="password"):
             perform_action(
-                session, actor=qp, code=bag.code, action=Action.RELEASE, password="wrong"
+                session,
+                actor=qp,
+                code=bag.code,
+                action=Action.RELEASE,
+                password="wrong",
+                witness=second_person(session, people["maker"]),
             )
         session.rollback()
         assert session.get(Item, bag.id).state is State.QUARANTINE
-        perform_action(session, actor=qp, code=bag.code, action=Action.RELEASE, password=PASSWORD)
+        perform_action(
+            session,
+            actor=qp,
+            code=bag.code,
+            action=Action.RELEASE,
+            password=PASSWORD,
+            witness=second_person(session, people["maker"]),
+        )
         signature = session.scalar(select(ESignature).where(ESignature.meaning == "released"))
         assert signature.printed_name == qp.full_name
         perform_action(
@@ -105,7 +122,13 @@ def test_full_episode_from_collection_to_infusion(app, people):
             action=Action.SHIP,
             move=Move(custodian="Cryoport", temperature_logger_ref="LN2-77"),
         )
-        perform_action(session, actor=tech, code=bag.code, action=Action.RECEIVE)
+        perform_action(
+            session,
+            actor=tech,
+            code=bag.code,
+            action=Action.RECEIVE,
+            witness=second_person(session, people["tech2"]),
+        )
         perform_action(
             session,
             actor=tech,
@@ -133,6 +156,8 @@ def test_full_episode_from_collection_to_infusion(app, people):
             bag_scan=bag.code,
             coi_scan=f"&/{episode.coi}",
             wristband_scan="070761-4285",
+            witness_username=people["tech2"].username,
+            witness_password=PASSWORD,
         )
         assert outcome.passed
         perform_action(
@@ -200,11 +225,25 @@ def thawed_bag(app, session, people, product="Yescarta") -> Item:
         )
     bag = lot.bags[0]
     perform_action(session, actor=maker, code=bag.code, action=Action.QUARANTINE)
-    perform_action(session, actor=qp, code=bag.code, action=Action.RELEASE, password=PASSWORD)
+    perform_action(
+        session,
+        actor=qp,
+        code=bag.code,
+        action=Action.RELEASE,
+        password=PASSWORD,
+        witness=second_person(session, people["maker"]),
+    )
     perform_action(
         session, actor=maker, code=bag.code, action=Action.SHIP, move=Move(custodian="courier")
     )
-    for step in (Action.RECEIVE, Action.ISSUE, Action.THAW):
+    perform_action(
+        session,
+        actor=tech,
+        code=bag.code,
+        action=Action.RECEIVE,
+        witness=second_person(session, people["tech2"]),
+    )
+    for step in (Action.ISSUE, Action.THAW):
         perform_action(session, actor=tech, code=bag.code, action=step)
     return bag
 
@@ -221,6 +260,8 @@ def test_infusion_refused_after_the_products_time_limit(app, people):
             bag_scan=bag.code,
             coi_scan=f"&/{bag.episode.coi}",
             wristband_scan=CPR,
+            witness_username=people["tech2"].username,
+            witness_password=PASSWORD,
         )
         # The clock moves on: thawed 21 minutes ago (the product allows 20).
         bag.thawed_at = lims_db.utcnow() - timedelta(minutes=21)

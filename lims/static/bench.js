@@ -1,0 +1,1 @@
+// The bench scan script comes with the scan page.
