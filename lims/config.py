@@ -15,6 +15,12 @@ from typing import Any
 
 from lims.errors import ConfigurationError
 
+
+def _timepoint(label: str, day: int, before: int, after: int, *types: str) -> dict[str, Any]:
+    """A follow-up timepoint as the configuration writes it (see [followup])."""
+    return {"label": label, "day": day, "before": before, "after": after, "types": list(types)}
+
+
 DEFAULTS: dict[str, Any] = {
     "app": {
         "secret_key": "",
@@ -75,20 +81,15 @@ DEFAULTS: dict[str, Any] = {
         #: The schedule used when the episode's protocol has none of its own: timepoints
         #: relative to infusion (day 0), each with its window and the aliquot types expected.
         "default_schedule": [
-            {"label": "baseline", "day": -7, "before": 21, "after": 2,
-             "types": ["pbmc", "plasma", "serum"]},
-            {"label": "D0", "day": 0, "before": 0, "after": 0, "types": ["pbmc", "plasma"]},
-            {"label": "D7", "day": 7, "before": 1, "after": 2, "types": ["pbmc", "plasma"]},
-            {"label": "D14", "day": 14, "before": 2, "after": 2, "types": ["pbmc", "plasma"]},
-            {"label": "D21", "day": 21, "before": 3, "after": 3, "types": ["pbmc", "plasma"]},
-            {"label": "D28", "day": 28, "before": 3, "after": 3,
-             "types": ["pbmc", "plasma", "serum"]},
-            {"label": "M3", "day": 90, "before": 14, "after": 14,
-             "types": ["pbmc", "plasma", "serum"]},
-            {"label": "M6", "day": 180, "before": 30, "after": 30,
-             "types": ["pbmc", "plasma", "serum"]},
-            {"label": "M12", "day": 365, "before": 30, "after": 30,
-             "types": ["pbmc", "plasma", "serum"]},
+            _timepoint("baseline", -7, 21, 2, "pbmc", "plasma", "serum"),
+            _timepoint("D0", 0, 0, 0, "pbmc", "plasma"),
+            _timepoint("D7", 7, 1, 2, "pbmc", "plasma"),
+            _timepoint("D14", 14, 2, 2, "pbmc", "plasma"),
+            _timepoint("D21", 21, 3, 3, "pbmc", "plasma"),
+            _timepoint("D28", 28, 3, 3, "pbmc", "plasma", "serum"),
+            _timepoint("M3", 90, 14, 14, "pbmc", "plasma", "serum"),
+            _timepoint("M6", 180, 30, 30, "pbmc", "plasma", "serum"),
+            _timepoint("M12", 365, 30, 30, "pbmc", "plasma", "serum"),
         ],
         #: After the last timepoint above, one a year (Y2, Y3, ...) up to this year.
         "yearly_until": 15,

@@ -6,6 +6,9 @@ back whatever a request left uncommitted, so a refusal half way never writes any
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,8 +57,27 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+#: A replayed clock (see :func:`replayed_time`); unset everywhere but while loading the demo.
+_REPLAYED_NOW: ContextVar[datetime | None] = ContextVar("lims_replayed_now", default=None)
+
+
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    replayed = _REPLAYED_NOW.get()
+    return replayed if replayed is not None else datetime.now(UTC)
+
+
+@contextmanager
+def replayed_time(at: datetime) -> Iterator[None]:
+    """Run the services as if it were ``at`` (UTC): the demo replays weeks of history.
+
+    Only the current thread and context see it; a server answering requests meanwhile keeps
+    the real clock.
+    """
+    token = _REPLAYED_NOW.set(at.astimezone(UTC))
+    try:
+        yield
+    finally:
+        _REPLAYED_NOW.reset(token)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -155,9 +155,7 @@ class CustodyEvent(Base):
     user: Mapped[User | None] = relationship()
     item: Mapped[Item] = relationship()
     signature: Mapped[ESignature | None] = relationship(foreign_keys=[signature_id])
-    witness_signature: Mapped[ESignature | None] = relationship(
-        foreign_keys=[witness_signature_id]
-    )
+    witness_signature: Mapped[ESignature | None] = relationship(foreign_keys=[witness_signature_id])
 
 
 class HoldReason(StrEnum):
