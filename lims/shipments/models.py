@@ -54,6 +54,8 @@ class LineStatus(StrEnum):
     MISSING = "missing"
     #: Scanned on arrival but not sent in this shipment.
     UNEXPECTED = "unexpected"
+    #: Taken off again while packing (kept, not deleted: the record shows it was there).
+    REMOVED = "removed"
 
     @property
     def label(self) -> str:
@@ -94,8 +96,12 @@ class Shipment(Base):
 
     from_site: Mapped[Site] = relationship(foreign_keys=[from_site_id], lazy="joined")
     to_site: Mapped[Site] = relationship(foreign_keys=[to_site_id], lazy="joined")
+    #: The lines that count: what was packed and what turned up, not what was taken off.
     lines: Mapped[list[ShipmentLine]] = relationship(
-        back_populates="shipment", order_by="ShipmentLine.id"
+        primaryjoin="and_(ShipmentLine.shipment_id == Shipment.id, "
+        "ShipmentLine.status != 'removed')",
+        order_by="ShipmentLine.id",
+        viewonly=True,
     )
 
     __mapper_args__ = {"version_id_col": version}
@@ -120,7 +126,7 @@ class ShipmentLine(Base):
     scanned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     scanned_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
 
-    shipment: Mapped[Shipment] = relationship(back_populates="lines")
+    shipment: Mapped[Shipment] = relationship()
     item: Mapped[Item | None] = relationship()
 
 

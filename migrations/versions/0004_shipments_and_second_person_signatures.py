@@ -70,7 +70,7 @@ def upgrade() -> None:
     sa.Column('item_id', sa.Integer(), nullable=True),
     sa.Column('scanned_code', sa.String(length=64), nullable=False),
     sa.Column('container', sa.String(length=100), nullable=False),
-    sa.Column('status', sa.Enum('expected', 'received', 'missing', 'unexpected', name='shipment_line_status', native_enum=False, create_constraint=True), nullable=False),
+    sa.Column('status', sa.Enum('expected', 'received', 'missing', 'unexpected', 'removed', name='shipment_line_status', native_enum=False, create_constraint=True), nullable=False),
     sa.Column('added_at', lims.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('added_by_id', sa.Integer(), nullable=True),
     sa.Column('scanned_at', lims.db.UTCDateTime(timezone=True), nullable=True),
