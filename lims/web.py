@@ -17,6 +17,11 @@ from lims.errors import DomainError
 #: The navigation: (endpoint, label). A link shows only to the roles its route allows.
 NAVIGATION: list[tuple[str, str]] = [
     ("home.index", "Home"),
+    ("bench.scan", "Scan"),
+    ("shipments.index", "Shipments"),
+    ("manufacturing.index", "Manufacturing"),
+    ("bench.bedside", "Bedside check"),
+    ("followup.worklist", "Follow-up"),
     ("admin.users", "Users"),
     ("admin.sites", "Sites"),
     ("audit.index", "Audit trail"),

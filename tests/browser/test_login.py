@@ -9,8 +9,16 @@ from tests.conftest import PASSWORD
 
 ROLE_LINKS = {
     "admin": ["Home", "Users", "Sites", "Audit trail"],
-    "manager": ["Home", "Audit trail"],
-    "technician": ["Home"],
+    "manager": [
+        "Home",
+        "Scan",
+        "Shipments",
+        "Manufacturing",
+        "Bedside check",
+        "Follow-up",
+        "Audit trail",
+    ],
+    "technician": ["Home", "Scan", "Shipments", "Manufacturing", "Bedside check", "Follow-up"],
     "researcher": ["Home"],
 }
 

@@ -80,8 +80,23 @@ def test_logged_out_visitors_are_sent_to_login_or_get_401(app, client):
 def test_navigation_shows_each_role_its_own_links(make_user, client):
     expected = {
         Role.ADMIN: {"Home", "Users", "Sites", "Audit trail"},
-        Role.MANAGER: {"Home", "Audit trail"},
-        Role.TECHNICIAN: {"Home"},
+        Role.MANAGER: {
+            "Home",
+            "Scan",
+            "Shipments",
+            "Manufacturing",
+            "Bedside check",
+            "Follow-up",
+            "Audit trail",
+        },
+        Role.TECHNICIAN: {
+            "Home",
+            "Scan",
+            "Shipments",
+            "Manufacturing",
+            "Bedside check",
+            "Follow-up",
+        },
         Role.RESEARCHER: {"Home"},
     }
     for role, links in expected.items():
