@@ -7,12 +7,14 @@ password is given, which every demo user then gets).
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lims.auth import services
 from lims.auth.models import Role, Site, User
+from lims.db import replayed_time, utcnow
 
 SITES = [
     # code, name, city, ISBT 128 FIN (invented for the demo; real ones come from ICCBBA)
@@ -44,29 +46,16 @@ USERS = [
 def load_demo(session: Session, *, password: str | None = None) -> list[str]:
     """Create what is missing; return lines to print (the generated password, once)."""
     report: list[str] = []
-    for code, name, city, fin in SITES:
-        if session.scalar(select(Site).where(Site.code == code)) is None:
-            services.create_site(session, actor=None, code=code, name=name, city=city, isbt_fin=fin)
-            report.append(f"site {code} created")
-    generated = None
-    if password is None:
-        generated = secrets.token_urlsafe(12)
-    created = []
-    for username, full_name, role, site_code in USERS:
-        user = session.scalar(select(User).where(User.username == username))
-        if user is None:
-            services.create_user(
-                session,
-                actor=None,
-                username=username,
-                full_name=full_name,
-                email=f"{username}@demo.invalid",
-                role=role,
-                site_code=site_code,
-                password=password or generated,
-            )
-            created.append(username)
-        elif password is not None:
+    # On an empty database the network is set up "300 days ago", before the demo episodes
+    # replay their history, so that the audit trail's times never go backwards.
+    fresh = session.scalar(select(Site.id).limit(1)) is None
+    founded = utcnow() - timedelta(days=300) if fresh else utcnow()
+    generated = None if password is not None else secrets.token_urlsafe(12)
+    with replayed_time(founded):
+        created = _create_network(session, password or generated, report)
+    for username, *_ in USERS:
+        if password is not None and username not in created:
+            user = session.scalar(select(User).where(User.username == username))
             services.set_password(
                 session, actor=None, user_id=user.id, password=password, must_change=False
             )
@@ -85,3 +74,26 @@ def load_demo(session: Session, *, password: str | None = None) -> list[str]:
 
         report.extend(load_demo_episodes(session, password=known_password))
     return report
+
+
+def _create_network(session: Session, password: str, report: list[str]) -> list[str]:
+    """Create the missing sites and users (with ``password``); return the users created."""
+    for code, name, city, fin in SITES:
+        if session.scalar(select(Site).where(Site.code == code)) is None:
+            services.create_site(session, actor=None, code=code, name=name, city=city, isbt_fin=fin)
+            report.append(f"site {code} created")
+    created = []
+    for username, full_name, role, site_code in USERS:
+        if session.scalar(select(User).where(User.username == username)) is None:
+            services.create_user(
+                session,
+                actor=None,
+                username=username,
+                full_name=full_name,
+                email=f"{username}@demo.invalid",
+                role=role,
+                site_code=site_code,
+                password=password,
+            )
+            created.append(username)
+    return created

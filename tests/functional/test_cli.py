@@ -94,9 +94,13 @@ def test_db_check_and_current(runner):
 
 
 def test_demo_loads_episodes_at_every_stage_with_a_valid_audit_chain(app, runner):
+    from lims.audit.models import AuditEntry
     from lims.audit.services import verify_chain
+    from lims.auth.models import User
     from lims.custody.models import Hold, Item
+    from lims.followup import services as followup
     from lims.patients.models import Episode
+    from lims.shipments.models import Shipment, TemperatureReading
 
     result = runner.invoke(args=["demo", "--password", "demo-password"])
     assert result.exit_code == 0, result.output
@@ -111,12 +115,24 @@ def test_demo_loads_episodes_at_every_stage_with_a_valid_audit_chain(app, runner
             ("product_bag", "quarantine"),
             ("product_bag", "released"),
             ("product_bag", "stored"),
-            ("product_bag", "thawed"),
+            ("product_bag", "issued"),
             ("product_bag", "infused"),
             ("aliquot", "stored"),
         } <= states
         assert session.scalar(select(func.count()).select_from(Hold)) >= 2
-        assert session.scalar(select(func.count()).select_from(Episode)) == 10
+        assert session.scalar(select(func.count()).select_from(Episode)) == 11
         assert verify_chain(session).intact
+        # Replayed history: the audit rows' times never go backwards.
+        times = session.scalars(select(AuditEntry.at).order_by(AuditEntry.seq)).all()
+        assert times == sorted(times)
+        shipped = {s.state.value for s in session.scalars(select(Shipment))}
+        assert {"packing", "in_transit", "received"} <= shipped
+        assert session.scalar(select(func.count()).select_from(TemperatureReading)) > 0
+        worklist = followup.worklist(
+            session,
+            actor=session.scalar(select(User).where(User.username == "tech.rh")),
+            today=followup.local_today(),
+        )
+        assert {row.timepoint for row in worklist.overdue} >= {"D28"}
     again = runner.invoke(args=["demo", "--password", "demo-password"])
     assert "demo episodes existed already" in again.output
