@@ -10,6 +10,7 @@ from lims import db
 from lims.auth import services as auth_services
 from lims.auth.access import allow_all_roles, public
 from lims.auth.models import Role, Site, User
+from lims.home.queue import work_queue
 
 bp = Blueprint("home", __name__, template_folder="templates")
 
@@ -25,6 +26,8 @@ def index():
         context["locked"] = session.scalars(
             select(User).where(User.locked_until > db.utcnow()).order_by(User.username)
         ).all()
+    elif current_user.role in (Role.TECHNICIAN, Role.MANAGER):
+        context["queue"] = work_queue(session, actor=current_user)
     return render_template("home/index.html", **context)
 
 
