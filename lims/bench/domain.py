@@ -44,7 +44,9 @@ def needs(kind: Kind, action: Action) -> tuple[Need, ...]:
     wanted: list[Need] = []
     if action in {Action.STORE, Action.RETURN_TO_STORAGE}:
         wanted.append(Need.LOCATION)
-    if action is Action.HAND_OVER:
+    if action in {Action.HAND_OVER, Action.SHIP}:
+        # Shipping between sites goes through a shipment; this is the hand-over within a
+        # hospital (a porter carries the bag from the facility to the ward's tank).
         wanted.append(Need.CUSTODIAN)
     if transition.needs_reason:
         wanted.append(Need.REASON)

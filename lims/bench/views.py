@@ -131,7 +131,7 @@ def act(code: str, action: str):
         return _scan_page(error=exc.message, scanned=code[:MAX_SCAN], status=exc.status_code)
     wanted = needs(item.kind, step)
     witness_needed = second_person_step(db_session, item, step, current_user, Move())
-    if request.method == "GET" and (wanted or witness_needed):
+    if request.method == "GET":  # a GET never changes anything: it asks, or confirms
         return _action_page(item, step, wanted, witness_needed)
     try:
         values = _inputs(wanted)

@@ -229,3 +229,31 @@ def test_bedside_check_screen_blocks_every_mismatch_and_records_it(app, client, 
     with app.app_context():
         session = lims_db.session()
         assert session.scalar(select(func.count()).select_from(BedsideCheck)) == 3
+
+
+def test_a_hand_over_within_the_hospital_needs_no_shipment(app, client, people):
+    item = collection(app, people)
+    log_in(client, people["tech"].username)
+    card = client.get("/scan", query_string={"code": f"={item.code}00"}).get_data(as_text=True)
+    assert "Hand over in house…" in card
+    form = client.get(f"/scan/{item.code}/ship").get_data(as_text=True)
+    assert "porter or courier" in form
+    nobody = post(client, f"/scan/{item.code}/ship", custodian="")
+    assert nobody.status_code == 422 and "Name the courier or person" in nobody.get_data(
+        as_text=True
+    )
+    post(client, f"/scan/{item.code}/ship", custodian="porter, Blodbanken")
+    assert state_of(app, item.code) is State.IN_TRANSIT
+    card = client.get("/scan", query_string={"code": f"={item.code}00"}).get_data(as_text=True)
+    assert "porter, Blodbanken" in card and "Receive" in card
+    post(client, f"/scan/{item.code}/receive")
+    assert state_of(app, item.code) is State.RECEIVED_FOR_MANUFACTURING
+    assert events_of(app, item.code) == ["register", "ship", "receive"]
+
+
+def test_a_get_of_a_step_only_asks(app, client, people):
+    item = collection(app, people)
+    log_in(client, people["tech"].username)
+    page = client.get(f"/scan/{item.code}/pack")
+    assert page.status_code == 200 and "<form" in page.get_data(as_text=True)
+    assert events_of(app, item.code) == ["register"]
