@@ -543,6 +543,26 @@ def parse_local_id(text: str, *, width: int | None = None) -> LocalId:
     return LocalId(prefix, int(digits), check, len(digits))
 
 
+# --- display ---------------------------------------------------------------------------------
+
+
+def eye_readable(code: str, check: str = "") -> str:
+    """A stored code as printed beside its boxed check character, which is left out.
+
+    A DIN as under its barcode (``W0000 09 123456``), a Chain of Identity in its groups
+    (``CH W0000 09 A1B2C3``), a local identifier without the check character it ends in;
+    anything else (a shipment number, an unknown scan) as it is.
+    """
+    # DIN and Chain of Identity first: either may end in a character equal to its K.
+    if _DIN_RE.fullmatch(code):
+        return Din(code, None, check).eye_readable
+    if _COI_RE.fullmatch(code):
+        return ChainOfIdentity(code, check).eye_readable
+    if check and code.endswith(check) and _LOCAL_RE.fullmatch(code):
+        return code[: -len(check)]
+    return code
+
+
 # --- Danish CPR ------------------------------------------------------------------------------
 
 

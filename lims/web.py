@@ -1,4 +1,4 @@
-"""What every page shares: error answers, navigation and time display."""
+"""What every page shares: error answers, navigation, time and identifier display."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from lims.auth.access import is_api_request, user_may
 from lims.errors import DomainError
+from lims.identifiers import eye_readable
 
 #: The navigation: (endpoint, label). A link shows only to the roles its route allows.
 NAVIGATION: list[tuple[str, str]] = [
@@ -96,6 +97,8 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(Exception, _server_error)
     app.before_request(_require_password_change)
     app.add_template_filter(local_time, "local_time")
+    # Globals reach imported macros (lims/templates/_identifiers.html) without "with context".
+    app.add_template_global(eye_readable, "eye_readable")
 
     @app.context_processor
     def navigation() -> dict[str, Any]:

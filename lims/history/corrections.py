@@ -31,7 +31,6 @@ from lims.errors import ValidationError
 from lims.history.services import (
     BENCH,
     CORRECTABLE,
-    eye_readable,
     shown_value,
     site_zone,
 )
@@ -58,8 +57,6 @@ class CorrectableValue:
 @dataclass(frozen=True)
 class CorrectionTarget:
     item: Item
-    identifier: str
-    check: str
     values: list[CorrectableValue]
 
 
@@ -72,14 +69,13 @@ def correction_target(session: Session, *, actor: User | None, code: str) -> Cor
     require_role(actor, *BENCH)
     zone = site_zone()
     item = find_item(session, code)
-    text, check = eye_readable(item.code, item.check_character)
     values = []
     for name in correctable_fields(item):
         current = shown_value(name, audit.as_text(getattr(item, name)), zone)
         if name == "quantity":
             current = f"{current} {item.unit}"
         values.append(CorrectableValue(name, CORRECTABLE[name], current))
-    return CorrectionTarget(item, text, check, values)
+    return CorrectionTarget(item, values)
 
 
 def parse_local_datetime(text: str, zone: tzinfo, *, field: str) -> datetime:

@@ -100,15 +100,6 @@ def plain_number(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
-def eye_readable(code: str, check: str) -> tuple[str, str]:
-    """The identifier as printed beside its boxed check character: (text, K)."""
-    if identifiers.looks_like_din(code):
-        return identifiers.Din(code, None, check).eye_readable, check
-    if code.endswith(check) and len(code) > 1:
-        return code[:-1], check  # a local identifier ends in its check character
-    return code, check
-
-
 # -- the history ------------------------------------------------------------------------------
 
 
@@ -181,7 +172,8 @@ class ValueChange:
 class ItemHistory:
     item: Item
     episode: Episode
-    #: The item's eye-readable identifier and its check character (boxed when shown).
+    #: The item's and its Chain of Identity's eye-readable forms and the item's check character,
+    #: as the PDF report prints them (the page uses the _identifiers.html macro on the codes).
     identifier: str
     check: str
     coi: str
@@ -372,14 +364,13 @@ def item_history(session: Session, *, actor: User | None, code: str) -> ItemHist
         if lot is not None
         else []
     )
-    text, check = eye_readable(item.code, item.check_character)
     episode = item.episode
     return ItemHistory(
         item=item,
         episode=episode,
-        identifier=text,
-        check=check,
-        coi=identifiers.ChainOfIdentity(episode.coi, episode.coi_check).eye_readable,
+        identifier=identifiers.eye_readable(item.code, item.check_character),
+        check=item.check_character,
+        coi=identifiers.eye_readable(episode.coi, episode.coi_check),
         ancestors=ancestors,
         lot=lot,
         collections=collections,

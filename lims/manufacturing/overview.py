@@ -56,20 +56,9 @@ class LotStatus(StrEnum):
 # -- identifiers as printed -------------------------------------------------------------------
 
 
-def readable_din(code: str) -> str:
-    """A DIN as printed under its barcode (``W5678 25 000001``); other codes as they are."""
-    if identifiers.looks_like_din(code):
-        return identifiers.Din(code, None, "").eye_readable
-    return code
-
-
-def readable_coi(coi: str) -> str:
-    return identifiers.ChainOfIdentity(coi, "").eye_readable
-
-
 def bag_label(bag: Item) -> str:
     """The bag's DIN as printed, with its check character."""
-    return f"{readable_din(bag.code)} {bag.check_character}"
+    return f"{identifiers.eye_readable(bag.code, bag.check_character)} {bag.check_character}"
 
 
 def bag_name(bag: Item) -> str:

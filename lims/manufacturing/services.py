@@ -14,6 +14,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lims import identifiers
 from lims.audit import services as audit
 from lims.audit.models import ESignature
 from lims.auth.models import Role, User
@@ -30,7 +31,6 @@ from lims.manufacturing.overview import (
     bag_name,
     get_lot,
     qc_summary,
-    readable_din,
     release_blockers,
 )
 
@@ -86,7 +86,7 @@ def make_lot(
             )
         if source.state is not State.IN_MANUFACTURING:
             raise Conflict(
-                f"Apheresis {readable_din(code)} {source.check_character} is "
+                f"Apheresis {identifiers.eye_readable(code)} {source.check_character} is "
                 f"{source.state.label}, not in manufacturing: start manufacturing first.",
                 field="apheresis",
             )

@@ -20,13 +20,7 @@ from lims.custody import production
 from lims.errors import DomainError
 from lims.manufacturing import services
 from lims.manufacturing.forms import NewLotForm, QcResultForm, ReleaseForm, ReviewForm
-from lims.manufacturing.overview import (
-    LotStatus,
-    lot_overview,
-    lots_at,
-    readable_coi,
-    readable_din,
-)
+from lims.manufacturing.overview import LotStatus, lot_overview, lots_at
 
 bp = Blueprint("manufacturing", __name__, template_folder="templates")
 
@@ -34,12 +28,8 @@ BENCH = (Role.TECHNICIAN, Role.MANAGER)
 
 
 @bp.context_processor
-def identifier_helpers() -> dict[str, Any]:
-    return {
-        "readable_din": readable_din,
-        "readable_coi": readable_coi,
-        "LotStatus": LotStatus,
-    }
+def lot_statuses() -> dict[str, Any]:
+    return {"LotStatus": LotStatus}
 
 
 @bp.route("/manufacturing")

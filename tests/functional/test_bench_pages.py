@@ -12,6 +12,7 @@ from lims.custody import holds, production
 from lims.custody.domain import Action, State
 from lims.custody.models import BedsideCheck, CustodyEvent, HoldReason, Item
 from lims.custody.services import perform_action
+from lims.identifiers import eye_readable
 from tests.conftest import PASSWORD, csrf_token, log_in
 from tests.integration.people import actor, build_cast, cpr, new_episode
 from tests.integration.test_custody_services import issued_bag
@@ -71,6 +72,8 @@ def test_a_scan_shows_the_item_card_with_its_steps(app, client, people):
     assert page.status_code == 200
     text = page.get_data(as_text=True)
     assert item.code in text and item.coi in text and "collected" in text
+    box = '<span class="check-char" title="check character">'
+    assert f"<code>{eye_readable(item.code)}</code> {box}{item.check}</span>" in text
     for step in ("Pack", "Ship: new shipment", "Store…", "Discard…"):
         assert step in text, step
     assert "Release" not in text  # not a step for apheresis

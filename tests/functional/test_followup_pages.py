@@ -17,6 +17,7 @@ from lims.custody.models import Item
 from lims.custody.production import register_sample
 from lims.errors import ConfigurationError
 from lims.followup import services
+from lims.identifiers import coi_check_character, eye_readable
 from lims.patients import services as patients
 from tests.conftest import csrf_token, log_in, settings_for
 from tests.integration.people import actor, build_cast, cpr, new_episode
@@ -98,6 +99,9 @@ def test_the_overdue_list_shows_the_episode_and_timepoint(app, people):
     overdue = section(page, "overdue")
     assert episode["pseudonym"] in overdue
     assert episode["coi"] in overdue
+    printed, check = eye_readable(episode["coi"]), coi_check_character(episode["coi"])
+    box = '<span class="check-char" title="check character">'
+    assert f"<code>{printed}</code> {box}{check}</span>" in overdue
     row = next(r for r in overdue.split("<tr>") if "<strong>D7</strong>" in r)
     assert "Plasma" in row and "PBMC" not in row  # only what is missing
     assert f"/followup/{episode['coi']}?timepoint=D7#register" in row

@@ -11,8 +11,9 @@ from lims import db as lims_db
 from lims.custody import holds, production
 from lims.custody.domain import Action, State
 from lims.custody.services import Move, find_item, perform_action
+from lims.identifiers import eye_readable
 from lims.manufacturing import services
-from lims.manufacturing.overview import get_lot, readable_coi, readable_din
+from lims.manufacturing.overview import get_lot
 from tests.conftest import PASSWORD, csrf_token, log_in
 from tests.integration.people import actor, build_cast, cpr, new_episode
 
@@ -146,13 +147,13 @@ def test_a_lot_from_two_scanned_collections(app, people):
         assert bags[0].expires_at.isoformat() == "2099-06-01T10:00:00+00:00"
         pseudonym = lot.episode.patient.pseudonym
         coi, coi_check = lot.episode.coi, lot.episode.coi_check
-        dins = [(readable_din(b.code), b.check_character) for b in bags]
+        dins = [(eye_readable(b.code), b.check_character) for b in bags]
     for din, check in dins:
         assert (
-            f'<code>{din}</code> <span class="check-box" title="Check character">{check}</span>'
+            f'<code>{din}</code> <span class="check-char" title="check character">{check}</span>'
             in lot_page.get_data(as_text=True)
         )
-    assert readable_coi(coi) in text and f">{coi_check}</span>" in text
+    assert eye_readable(coi) in text and f">{coi_check}</span>" in text
     assert pseudonym in text
     assert text.count("For autologous use only") == 2
     assert "2099-06-01 12:00" in text
@@ -351,7 +352,7 @@ def test_the_overview_lists_lots_by_status_and_waiting_collections(app, people):
     waiting = re.search(r'id="waiting">(.*?)</section>', text, re.S).group(1)
     assert ready in ready_section and held not in ready_section
     assert held in held_section
-    assert readable_din(spare["code"]) in waiting and "in manufacturing" in waiting
+    assert eye_readable(spare["code"]) in waiting and "in manufacturing" in waiting
 
 
 @pytest.mark.parametrize("role", ["researcher", "admin"])

@@ -15,8 +15,9 @@ from lims.custody.domain import Action, State
 from lims.custody.models import CustodyEvent, Hold, HoldReason, Item, ProductLot
 from lims.custody.services import Move, perform_action
 from lims.errors import Conflict, Forbidden, ValidationError
+from lims.identifiers import eye_readable
 from lims.manufacturing import services
-from lims.manufacturing.overview import LotStatus, get_lot, lot_overview, lots_at, readable_din
+from lims.manufacturing.overview import LotStatus, get_lot, lot_overview, lots_at
 from tests.conftest import PASSWORD
 from tests.integration.people import actor, new_episode
 
@@ -285,7 +286,7 @@ def test_release_is_all_or_nothing_when_one_bag_is_on_hold(app, people):
         holds.place_hold(
             session, actor=qp, item=held, reason="temperature_excursion", detail="logger 7 alarm"
         )
-        name = f"Bag {readable_din(held.code)} {held.check_character}"
+        name = f"Bag {eye_readable(held.code)} {held.check_character}"
         before = committed(app)
         with pytest.raises(Conflict) as refused:
             services.release_lot(
@@ -323,7 +324,7 @@ def test_a_bag_blocked_during_the_release_rolls_back_the_bags_before_it(app, peo
                 witness_username=people["maker"].username,
                 witness_password=PASSWORD,
             )
-        assert readable_din(last.code) in refused.value.message
+        assert eye_readable(last.code) in refused.value.message
         assert "bag leaked" in refused.value.message
         assert committed(app) == before
         assert states(session, lot.lot_number) == [State.QUARANTINE] * 3

@@ -20,6 +20,7 @@ from lims.identifiers import (
     coi_check_character,
     din_check_character,
     expect,
+    eye_readable,
     format_coi,
     format_cpr,
     format_local_id,
@@ -539,3 +540,43 @@ def test_cpr_normalise_and_format() -> None:
     assert normalise_cpr("211062-5629") == "2110625629"
     assert format_cpr("2110625629") == "211062-5629"
     refused(format_cpr, "310299-1234")
+
+
+# --- eye-readable display --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("din", "c", "k"), DIN_VECTORS)
+def test_eye_readable_din_as_printed_under_its_barcode(din: str, c: int, k: str) -> None:
+    assert eye_readable(din, k) == f"{din[:5]} {din[5:7]} {din[7:]}"
+    assert eye_readable(din) == f"{din[:5]} {din[5:7]} {din[7:]}"
+
+
+def test_eye_readable_of_the_domain_din() -> None:
+    assert eye_readable("W000009123456", "G") == "W0000 09 123456"
+
+
+def test_eye_readable_din_ending_in_its_own_check_character_keeps_it() -> None:
+    din = next(d for n in range(1000) if (d := f"W000009123{n:03d}")[-1] == ref_check(d))
+    assert eye_readable(din, din[-1]) == f"W0000 09 {din[7:]}"
+
+
+def test_eye_readable_coi_as_printed() -> None:
+    assert eye_readable(COI_VALUE, COI_K) == "CH W0000 09 A1B2C3"
+    assert eye_readable(COI_VALUE) == "CH W0000 09 A1B2C3"
+    assert eye_readable(COI_VALUE, "3") == "CH W0000 09 A1B2C3"  # its last character stays
+
+
+def test_eye_readable_local_id_drops_its_trailing_check_character() -> None:
+    code = format_local_id("RH", 42)
+    assert eye_readable(code, code[-1]) == "RH0000042"
+    assert eye_readable(code) == code  # without K given, nothing is dropped
+    sequence = next(n for n in range(1, 10_000) if ref_checksum(f"RH{n:07d}") == 36)
+    assert eye_readable(f"RH{sequence:07d}*", "*") == f"RH{sequence:07d}"
+
+
+@pytest.mark.parametrize(
+    ("code", "check"),
+    [("SH2025-0001", "X"), ("NOSUCHCODE", "Q"), ("RH0000042", "7"), ("", ""), ("=<S1234V00", "")],
+)
+def test_eye_readable_leaves_anything_else_unchanged(code: str, check: str) -> None:
+    assert eye_readable(code, check) == code
