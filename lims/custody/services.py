@@ -291,6 +291,14 @@ def perform_action(
         raise ValidationError(
             "Name the courier or person who takes the material.", field="custodian"
         )
+    #: What a signature on this step is bound to: the item's version before the step.
+    signed_record = {
+        "code": item.code,
+        "state": item.state,
+        "version": item.version,
+        "action": step.value,
+        "lot_id": item.lot_id,
+    }
     signature = None
     if transition.signature:
         signature = audit.sign(
@@ -300,13 +308,7 @@ def perform_action(
             meaning=transition.signature,
             entity="item",
             entity_id=item.id,
-            record={
-                "code": item.code,
-                "state": item.state,
-                "version": item.version,
-                "action": step.value,
-                "lot_id": item.lot_id,
-            },
+            record=signed_record,
         )
     witness_needed = second_person_step(session, item, step, actor, move)
     if witness_needed and witness is None:
@@ -319,16 +321,7 @@ def perform_action(
     witness_signature = None
     if witness is not None:
         witness_signature = audit.countersign(
-            session,
-            witness=witness,
-            entity="item",
-            entity_id=item.id,
-            record={
-                "code": item.code,
-                "state": item.state,
-                "version": item.version,
-                "action": step.value,
-            },
+            session, witness=witness, entity="item", entity_id=item.id, record=signed_record
         )
     before = (item.state, item.site_id, item.location, item.custodian)
     _apply(session, item, step, transition.to_state, actor, move)
