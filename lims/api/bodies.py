@@ -10,6 +10,8 @@ from lims.custody.domain import Kind
 from lims.custody.models import TYPES_BY_KIND, UNITS, HoldReason, MaterialType
 from lims.custody.production import QC_TESTS
 from lims.patients.models import IdentifierKind, ProductKind
+from lims.shipments.logger import MAX_BYTES
+from lims.shipments.models import Conditions
 
 SHORT = 200
 #: Cell counts are 64-bit columns; a timepoint is a day within a century of infusion.
@@ -147,6 +149,76 @@ BEDSIDE_CHECK = Body(
     *WITNESS,
 )
 
+# -- shipments ----------------------------------------------------------------------------------
+
+#: A bag's or tube's code as the API takes it: exact (a DIN needs no check character), typed
+#: with its check character, or the scanner's string (``=W000009123456 00``).
+SCAN = Field(
+    "scan",
+    "string",
+    required=True,
+    max_length=SHORT,
+    description="The bag's or tube's code, exact or as scanned.",
+)
+
+SHIPMENT = Body(
+    "ShipmentCreation",
+    Field("to_site", "string", required=True, description="Code of the destination site."),
+    Field("conditions", "string", required=True, choices=Conditions),
+    Field("courier", "string", max_length=200),
+    Field("tracking_ref", "string", max_length=100, description="The courier's reference."),
+    Field("logger_ref", "string", max_length=100, description="The temperature logger's."),
+)
+
+SHIPMENT_LINE = Body(
+    "ShipmentLineAddition",
+    SCAN,
+    Field("container", "string", max_length=100, description="Dry shipper, canister, box."),
+)
+
+DISPATCH = Body(
+    "ShipmentDispatch",
+    Field("courier", "string", required=True, max_length=200),
+    Field(
+        "tracking_ref",
+        "string",
+        max_length=100,
+        description="Absent: the one given at creation is kept.",
+    ),
+    Field(
+        "logger_ref",
+        "string",
+        max_length=100,
+        description="Absent: the one given at creation is kept.",
+    ),
+)
+
+RECEIPT_SCAN = Body("ReceiptScan", SCAN)
+
+RECEIPT = Body(
+    "ReceiptCompletion",
+    Field(
+        "note",
+        "string",
+        max_length=2000,
+        description="What happened; required when something is missing or unexpected.",
+    ),
+    *WITNESS,
+    optional=True,
+)
+
+#: The logger file as JSON, for clients that send JSON only; it is usually sent as text/csv.
+LOGGER_FILE = Body(
+    "LoggerUpload",
+    Field(
+        "csv",
+        "string",
+        required=True,
+        description=f"The logger's CSV export as text, at most {MAX_BYTES // 1_048_576} MB.",
+    ),
+    Field("filename", "string", max_length=200, description="The file's name, for the record."),
+)
+
 ALL = (
     ACTION,
     PATIENT,
@@ -160,4 +232,10 @@ ALL = (
     HOLD,
     HOLD_CLEARANCE,
     BEDSIDE_CHECK,
+    SHIPMENT,
+    SHIPMENT_LINE,
+    DISPATCH,
+    RECEIPT_SCAN,
+    RECEIPT,
+    LOGGER_FILE,
 )

@@ -21,6 +21,7 @@ from lims.api.schemas import COMPONENTS, INTEGER, STRING, enum, ref
 from lims.auth.access import PUBLIC, declared_access
 from lims.auth.models import Role
 from lims.custody.domain import Action
+from lims.shipments.logger import MAX_BYTES
 
 PREFIX = "/api/v1"
 
@@ -30,7 +31,8 @@ document) with `Authorization: Bearer <token>` (`lims create-token USER`).
 
 * Request bodies are JSON objects (`Content-Type: application/json`). A body that is not a
   JSON object answers 400; a missing, unknown or wrongly typed key answers 422 naming the key
-  in `field`.
+  in `field`. The one exception: a shipment's temperature logger file is sent as it is, with
+  `Content-Type: text/csv` (or, from clients that send JSON only, as text in a JSON object).
 * Times are ISO 8601 **with a time zone** (`2025-03-01T09:30:00+01:00` or `...Z`). A time
   without one is refused with 422, never guessed. Answers give times in UTC ending in `Z`.
 * Refusals are `{"error", "message", "field"?}`: 401 no or bad token, 403 role or site not
@@ -38,7 +40,8 @@ document) with `Authorization: Bearer <token>` (`lims create-token USER`).
   names why), 422 a value is wrong (including a wrong e-signature password: nothing changes).
 * Item codes in the path may be typed (`W000009123456 G`: DIN with its check character),
   plain, or scanned (`=W000009123456 00`), URL-encoded. A CoI in the path is its 15
-  characters, with or without the check character.
+  characters, with or without the check character. A shipment code may be typed with spaces
+  or hyphens. Bag and tube codes in a body (`scan`) are taken the same way as in the path.
 * Researchers see aliquots only, reduced: no calendar dates, no people, no Chain of Identity.
   No answer except the identity endpoint ever holds a CPR number, a name or a birth date.
 """
@@ -50,6 +53,28 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "coi": {"schema": STRING, "description": "Chain of Identity (15 characters, K optional)."},
     "lot_number": {"schema": STRING, "description": "The product lot's number."},
     "hold_id": {"schema": INTEGER, "description": "The hold's id (item JSON, holds[].id)."},
+    #: The same name means something else under another first path segment.
+    "shipments:code": {"schema": STRING, "description": "Shipment code as on its label."},
+}
+
+#: Query parameters, all optional.
+QUERY_PARAMETERS: dict[str, dict[str, Any]] = {
+    "site": {
+        "schema": STRING,
+        "description": "Site code; default your own. Technicians: their own site only.",
+    },
+    "filename": {"schema": STRING, "description": "The logger file's name, for the record."},
+}
+
+#: Request bodies sent as they are rather than as JSON, by media type.
+RAW_BODIES: dict[str, dict[str, Any]] = {
+    "text/csv": {
+        "schema": {
+            "type": "string",
+            "description": "The logger's CSV export as it is (UTF-8 or Latin-1; comma, "
+            f"semicolon or tab), at most {MAX_BYTES // 1_048_576} MB.",
+        }
+    },
 }
 
 
@@ -66,6 +91,10 @@ class Operation:
     body: Body | None = None
     #: Refusals this operation can give besides 401/403 (which every protected one can).
     errors: tuple[int, ...] = ()
+    #: Optional query parameters (names in QUERY_PARAMETERS).
+    query: tuple[str, ...] = ()
+    #: A media type (in RAW_BODIES) the body may also be sent as, besides the JSON ``body``.
+    raw: str | None = None
 
 
 READ = (404, 422)
@@ -147,23 +176,78 @@ OPERATIONS: tuple[Operation, ...] = (
         "post", "/episodes/{coi}/samples", "register_sample",
         "Register a follow-up sample", "Episodes", "Item", 201, bodies.SAMPLE, WRITE,
     ),
+    Operation(
+        "get", "/episodes/{coi}/followup", "episode_followup",
+        "The episode's follow-up sampling schedule", "Follow-up", "FollowupSchedule",
+        errors=READ,
+    ),
+    Operation(
+        "get", "/followup", "followup_worklist", "Overdue, due and missed follow-up samples",
+        "Follow-up", "Worklist", errors=READ, query=("site",),
+    ),
+    Operation(
+        "post", "/shipments", "create_shipment", "Open a shipment from your site",
+        "Shipments", "Shipment", 201, bodies.SHIPMENT, WRITE,
+    ),
+    Operation(
+        "get", "/shipments/{code}", "get_shipment",
+        "A shipment with its lines and reconciliation (its two sites only)", "Shipments",
+        "Shipment", errors=READ,
+    ),
+    Operation(
+        "post", "/shipments/{code}/lines", "add_shipment_line", "Pack a bag or tube",
+        "Shipments", "PackingResult", body=bodies.SHIPMENT_LINE, errors=WRITE,
+    ),
+    Operation(
+        "post", "/shipments/{code}/dispatch", "dispatch_shipment",
+        "Hand everything to the courier (all or nothing)", "Shipments", "Shipment",
+        body=bodies.DISPATCH, errors=WRITE,
+    ),
+    Operation(
+        "post", "/shipments/{code}/receipt/scans", "receipt_scan",
+        "Scan a bag or tube found on arrival", "Shipments", "ReceiptScanResult",
+        body=bodies.RECEIPT_SCAN, errors=WRITE,
+    ),
+    Operation(
+        "post", "/shipments/{code}/receipt", "complete_receipt",
+        "Complete the receipt: what was scanned is received", "Shipments", "Shipment",
+        body=bodies.RECEIPT, errors=WRITE,
+    ),
+    Operation(
+        "post", "/shipments/{code}/logger", "upload_logger",
+        "Upload the temperature logger file (once); excursions put items on hold",
+        "Shipments", "LoggerUploadResult", body=bodies.LOGGER_FILE, errors=(*WRITE, 413),
+        query=("filename",), raw="text/csv",
+    ),
 )  # fmt: skip
 
 ERRORS = {
-    400: "The body is not a JSON object.",
+    400: "The body is not a JSON object (or not of the media type the route takes).",
     401: "No token, or a wrong or revoked one.",
     403: "Your role (or site) may not do this.",
-    404: "No such item, patient, episode, lot or hold.",
+    404: "No such item, patient, episode, lot, hold, shipment or site.",
     409: "Refused by the state machine, a guard or a clash; the message says why.",
+    413: "The request is larger than the server accepts at all.",
     422: "A value is missing, unknown, of the wrong type or wrong (the key is in 'field').",
 }
 
 
-def path_parameters(path: str) -> list[dict[str, Any]]:
-    return [
-        {"name": name, "in": "path", "required": True, **PARAMETERS[name]}
-        for name in re.findall(r"{(\w+)}", path)
+def parameters_of(operation: Operation) -> list[dict[str, Any]]:
+    scope = operation.path.split("/")[1]
+    in_path = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            **PARAMETERS.get(f"{scope}:{name}", PARAMETERS[name]),
+        }
+        for name in re.findall(r"{(\w+)}", operation.path)
     ]
+    in_query = [
+        {"name": name, "in": "query", "required": False, **QUERY_PARAMETERS[name]}
+        for name in operation.query
+    ]
+    return in_path + in_query
 
 
 def roles_of(app: Flask, operation: Operation) -> list[str] | str:
@@ -198,15 +282,13 @@ def describe(app: Flask, operation: Operation) -> dict[str, Any]:
     }
     if roles == PUBLIC:
         described["security"] = []
-    if parameters := path_parameters(operation.path):
+    if parameters := parameters_of(operation):
         described["parameters"] = parameters
     if operation.body is not None:
-        described["requestBody"] = {
-            "required": not operation.body.optional,
-            "content": {
-                "application/json": {"schema": ref(operation.body.name)},
-            },
-        }
+        content = {"application/json": {"schema": ref(operation.body.name)}}
+        if operation.raw:
+            content = {operation.raw: RAW_BODIES[operation.raw], **content}
+        described["requestBody"] = {"required": not operation.body.optional, "content": content}
     return described
 
 

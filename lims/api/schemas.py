@@ -13,7 +13,9 @@ from lims.api.serializers import RESEARCHER_ITEM_KEYS
 from lims.auth.models import Role
 from lims.custody.domain import Action, Kind, State
 from lims.custody.models import UNITS, HoldReason, MaterialType
+from lims.followup.domain import TimepointStatus
 from lims.patients.models import IdentifierKind, ProductKind
+from lims.shipments.models import Conditions, LineStatus, ShipmentState
 
 Schema = dict[str, Any]
 
@@ -156,6 +158,114 @@ PATIENT: Schema = obj(
     "A patient by pseudonym. Never the identity.",
 )
 
+CODES: Schema = {"type": "array", "items": STRING}
+
+RECONCILIATION: Schema = obj(
+    {
+        "received": {**CODES, "description": "Sent and scanned on arrival."},
+        "missing": {**CODES, "description": "Sent, not (yet) scanned on arrival."},
+        "unexpected": {**CODES, "description": "Scanned on arrival, not sent."},
+        "complete": {**BOOLEAN, "description": "Nothing missing, nothing unexpected."},
+    },
+    "What was sent against what was scanned on arrival, by code.",
+)
+
+SHIPMENT_LINE: Schema = obj(
+    {
+        "code": {**STRING, "description": "The bag's or tube's code (or a stranger's code)."},
+        "container": STRING,
+        "status": enum(LineStatus),
+        "kind": nullable({**enum(Kind), "description": "Null when the code is not ours."}),
+        "state": nullable({**enum(State), "description": "Null when the code is not ours."}),
+        "added_at": TIME,
+        "scanned_at": nullable({**TIME, "description": "When scanned on arrival."}),
+    }
+)
+
+LOGGER_SUMMARY: Schema = obj(
+    {
+        "file_name": STRING,
+        "uploaded_at": TIME,
+        "readings": INTEGER,
+        "min_c": {**NUMBER, "description": "Lowest reading, °C."},
+        "max_c": {**NUMBER, "description": "Highest reading, °C."},
+        "excursions": {**INTEGER, "description": "Readings outside the limits."},
+    },
+    "The temperature logger file kept with the shipment.",
+)
+
+SHIPMENT: Schema = obj(
+    {
+        "code": {
+            **STRING,
+            "description": "Printed on the shipment label, with its check character.",
+        },
+        "from_site": STRING,
+        "to_site": STRING,
+        "state": enum(ShipmentState),
+        "conditions": enum(Conditions),
+        "courier": STRING,
+        "tracking_ref": STRING,
+        "logger_ref": STRING,
+        "created_at": TIME,
+        "created_by": nullable({**STRING, "description": "Username."}),
+        "dispatched_at": nullable(TIME),
+        "dispatched_by": nullable(STRING),
+        "received_at": nullable(TIME),
+        "received_by": nullable(STRING),
+        "receipt_note": nullable(STRING),
+        "logger": nullable(ref("LoggerSummary")),
+        "lines": {"type": "array", "items": ref("ShipmentLine")},
+        "reconciliation": ref("Reconciliation"),
+    },
+    "A shipment between two sites: for the staff of those two sites only.",
+)
+
+SCAN_OUTCOME: Schema = obj(
+    {
+        "status": {
+            **STRING,
+            "description": "Packing: added, already_added. Receipt: received, "
+            "already_scanned, unexpected, unexpected_again.",
+        },
+        "code": nullable(STRING),
+        "message": {**STRING, "description": "What to show the person scanning."},
+        "loud": {**BOOLEAN, "description": "Show as an error: unexpected material."},
+    },
+    "What one scan did.",
+)
+
+TIMEPOINT: Schema = obj(
+    {
+        "label": STRING,
+        "day": {**INTEGER, "description": "Relative to infusion (day 0)."},
+        "due": nullable({**DATE, "description": "Null while the episode is not infused."}),
+        "window_start": nullable(DATE),
+        "window_end": nullable(DATE),
+        "status": enum(TimepointStatus),
+        "days_overdue": INTEGER,
+        "expected": {"type": "array", "items": STRING, "description": "Material types."},
+        "collected": {"type": "array", "items": STRING},
+        "missing": {"type": "array", "items": STRING},
+    }
+)
+
+WORKLIST_ROW: Schema = obj(
+    {
+        "pseudonym": STRING,
+        "coi": STRING,
+        "coi_check_character": STRING,
+        "product_name": STRING,
+        "timepoint": STRING,
+        "day": INTEGER,
+        "status": enum(TimepointStatus),
+        "due": nullable(DATE),
+        "window_end": nullable(DATE),
+        "days_overdue": INTEGER,
+        "missing": {"type": "array", "items": STRING, "description": "Material types."},
+    }
+)
+
 COMPONENTS: dict[str, Schema] = {
     "Error": {
         "type": "object",
@@ -252,5 +362,47 @@ COMPONENTS: dict[str, Schema] = {
             "checked_at": TIME,
             "mismatches": {"type": "array", "items": STRING},
         }
+    ),
+    "Reconciliation": RECONCILIATION,
+    "ShipmentLine": SHIPMENT_LINE,
+    "LoggerSummary": LOGGER_SUMMARY,
+    "Shipment": SHIPMENT,
+    "ScanOutcome": SCAN_OUTCOME,
+    "PackingResult": obj({"outcome": ref("ScanOutcome"), "shipment": ref("Shipment")}),
+    "ReceiptScanResult": obj(
+        {"outcome": ref("ScanOutcome"), "reconciliation": ref("Reconciliation")}
+    ),
+    "LoggerUploadResult": obj(
+        {
+            "shipment": STRING,
+            "logger": ref("LoggerSummary"),
+            "held": {**CODES, "description": "Codes put on hold by this file (excursion)."},
+        }
+    ),
+    "ScheduledTimepoint": TIMEPOINT,
+    "FollowupSchedule": obj(
+        {
+            "coi": STRING,
+            "coi_check_character": STRING,
+            "pseudonym": STRING,
+            "product_name": STRING,
+            "plan": {**STRING, "description": "'default' or the protocol's name."},
+            "infused_on": nullable(DATE),
+            "today": {**DATE, "description": "The local date at the site."},
+            "sampling_stopped": {**BOOLEAN, "description": "Consent withdrawn."},
+            "timepoints": {"type": "array", "items": ref("ScheduledTimepoint")},
+        },
+        "An episode's follow-up sampling schedule, laid over the calendar.",
+    ),
+    "WorklistRow": WORKLIST_ROW,
+    "Worklist": obj(
+        {
+            "site": STRING,
+            "today": DATE,
+            "overdue": {"type": "array", "items": ref("WorklistRow")},
+            "due": {"type": "array", "items": ref("WorklistRow")},
+            "missed": {"type": "array", "items": ref("WorklistRow")},
+        },
+        "The timepoints that need a draw at one site, most urgent first.",
     ),
 }

@@ -1,4 +1,5 @@
-"""What the API answers: items, custody events, patients, episodes, lots, holds, as JSON.
+"""What the API answers: items, custody events, patients, episodes, lots, holds, shipments and
+follow-up schedules, as JSON.
 
 Times are ISO 8601 in UTC with a ``Z``. No function here ever puts a CPR number, a name or a
 birth date into its answer: identity is only in :func:`identity_json`, which the identity
@@ -18,13 +19,19 @@ from sqlalchemy.orm import Session
 
 from lims import identifiers
 from lims.audit.models import ESignature
-from lims.auth.models import Role, Site
+from lims.auth.models import Role, Site, User
 from lims.custody.bedside import CheckOutcome
 from lims.custody.domain import Kind, available_actions
 from lims.custody.holds import open_holds
 from lims.custody.models import CustodyEvent, Hold, Item, ProductLot, QcResult
+from lims.followup.domain import ScheduledTimepoint
+from lims.followup.services import EpisodeSchedule, Worklist, WorklistRow
 from lims.patients.models import Episode, Patient
 from lims.patients.services import Identity
+from lims.shipments.excursions import reading_count
+from lims.shipments.models import Shipment, ShipmentLine
+from lims.shipments.receipt import Reconciliation
+from lims.shipments.services import LineOutcome
 
 #: The item keys a researcher receives: no calendar dates, no people, no CoI, no lot.
 RESEARCHER_ITEM_KEYS = (
@@ -278,4 +285,146 @@ def bedside_json(session: Session, outcome: CheckOutcome) -> dict[str, Any]:
         "coi": bag.episode.coi,
         "checked_at": iso(outcome.check.checked_at),
         "mismatches": list(outcome.mismatches),
+    }
+
+
+# -- shipments -----------------------------------------------------------------------------
+
+
+def usernames(session: Session, user_ids: Iterable[int | None]) -> dict[int, str]:
+    ids = {user_id for user_id in user_ids if user_id is not None}
+    if not ids:
+        return {}
+    return dict(session.execute(select(User.id, User.username).where(User.id.in_(ids))).all())
+
+
+def shipment_line_json(line: ShipmentLine) -> dict[str, Any]:
+    """One line; ``kind`` and ``state`` only when the code is one of ours."""
+    item = line.item
+    return {
+        "code": line.scanned_code,
+        "container": line.container,
+        "status": line.status.value,
+        "kind": item.kind.value if item is not None else None,
+        "state": item.state.value if item is not None else None,
+        "added_at": iso(line.added_at),
+        "scanned_at": iso(line.scanned_at),
+    }
+
+
+def reconciliation_json(found: Reconciliation) -> dict[str, Any]:
+    return {
+        "received": [line.scanned_code for line in found.received],
+        "missing": [line.scanned_code for line in found.missing],
+        "unexpected": [line.scanned_code for line in found.unexpected],
+        "complete": found.complete,
+    }
+
+
+def logger_json(session: Session, shipment: Shipment) -> dict[str, Any] | None:
+    """What the uploaded logger file showed, or None before one is uploaded."""
+    if shipment.logger_uploaded_at is None:
+        return None
+    return {
+        "file_name": shipment.logger_file_name,
+        "uploaded_at": iso(shipment.logger_uploaded_at),
+        "readings": reading_count(session, shipment),
+        "min_c": amount(shipment.logger_min_c),
+        "max_c": amount(shipment.logger_max_c),
+        "excursions": shipment.logger_excursions,
+    }
+
+
+def shipment_json(session: Session, shipment: Shipment, found: Reconciliation) -> dict[str, Any]:
+    names = usernames(
+        session, (shipment.created_by_id, shipment.dispatched_by_id, shipment.received_by_id)
+    )
+    return {
+        "code": shipment.code,
+        "from_site": shipment.from_site.code,
+        "to_site": shipment.to_site.code,
+        "state": shipment.state.value,
+        "conditions": shipment.conditions.value,
+        "courier": shipment.courier,
+        "tracking_ref": shipment.tracking_ref,
+        "logger_ref": shipment.logger_ref,
+        "created_at": iso(shipment.created_at),
+        "created_by": names.get(shipment.created_by_id),
+        "dispatched_at": iso(shipment.dispatched_at),
+        "dispatched_by": names.get(shipment.dispatched_by_id),
+        "received_at": iso(shipment.received_at),
+        "received_by": names.get(shipment.received_by_id),
+        "receipt_note": shipment.receipt_note,
+        "logger": logger_json(session, shipment),
+        "lines": [shipment_line_json(line) for line in shipment.lines],
+        "reconciliation": reconciliation_json(found),
+    }
+
+
+def outcome_json(outcome: LineOutcome) -> dict[str, Any]:
+    """What one scan did; ``loud`` ones are to be shown as errors (unexpected material)."""
+    return {
+        "status": outcome.kind,
+        "code": outcome.line.scanned_code if outcome.line is not None else None,
+        "message": outcome.message,
+        "loud": outcome.loud,
+    }
+
+
+# -- follow-up -----------------------------------------------------------------------------
+
+
+def timepoint_json(timepoint: ScheduledTimepoint) -> dict[str, Any]:
+    return {
+        "label": timepoint.label,
+        "day": timepoint.day,
+        "due": iso(timepoint.due),
+        "window_start": iso(timepoint.window_start),
+        "window_end": iso(timepoint.window_end),
+        "status": timepoint.status.value,
+        "days_overdue": timepoint.days_overdue,
+        "expected": list(timepoint.expected),
+        "collected": list(timepoint.collected),
+        "missing": list(timepoint.missing),
+    }
+
+
+def schedule_json(schedule: EpisodeSchedule) -> dict[str, Any]:
+    episode = schedule.episode
+    return {
+        "coi": episode.coi,
+        "coi_check_character": episode.coi_check,
+        "pseudonym": episode.patient.pseudonym,
+        "product_name": episode.product_name,
+        "plan": schedule.plan_name,
+        "infused_on": iso(schedule.infused_on),
+        "today": iso(schedule.today),
+        "sampling_stopped": schedule.sampling_stopped,
+        "timepoints": [timepoint_json(timepoint) for timepoint in schedule.timepoints],
+    }
+
+
+def worklist_row_json(row: WorklistRow) -> dict[str, Any]:
+    return {
+        "pseudonym": row.pseudonym,
+        "coi": row.coi,
+        "coi_check_character": row.coi_check,
+        "product_name": row.product_name,
+        "timepoint": row.timepoint,
+        "day": row.day,
+        "status": row.status.value,
+        "due": iso(row.due),
+        "window_end": iso(row.window_end),
+        "days_overdue": row.days_overdue,
+        "missing": list(row.missing),
+    }
+
+
+def worklist_json(work: Worklist) -> dict[str, Any]:
+    return {
+        "site": work.site.code,
+        "today": iso(work.today),
+        "overdue": [worklist_row_json(row) for row in work.overdue],
+        "due": [worklist_row_json(row) for row in work.due],
+        "missed": [worklist_row_json(row) for row in work.missed],
     }

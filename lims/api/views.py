@@ -3,7 +3,8 @@
 Each handler parses its body (:mod:`lims.api.bodies`), calls one service and serialises the
 answer (:mod:`lims.api.serializers`). Services check roles again, commit, and raise a
 ``DomainError`` on refusal, which ``lims.web`` turns into a JSON error with its status.
-The OpenAPI document (``/api/v1/openapi.json``) lists every route here; a test keeps both equal.
+The OpenAPI document (``/api/v1/openapi.json``) lists every route here and in
+:mod:`lims.api.shipments` (same blueprint); a test keeps both equal.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from lims.api.serializers import (
     lot_json,
     patient_json,
     qc_json,
+    schedule_json,
+    worklist_json,
 )
 from lims.auth.access import allow, allow_all_roles, public
 from lims.auth.models import Role, User
@@ -36,6 +39,7 @@ from lims.custody import bedside, holds, production
 from lims.custody import services as custody
 from lims.custody.models import Item
 from lims.errors import NotFound
+from lims.followup import services as followup
 from lims.patients import services as patients
 from lims.patients.models import IdentifierKind
 
@@ -380,3 +384,32 @@ def register_sample(coi: str):
         cell_count=data["cell_count"],
     )
     return created(item_answer(item), url_for("api.get_item", code=item.code))
+
+
+# -- follow-up -------------------------------------------------------------------------------
+# Calendar dates of a patient's draws: bench staff only. "Today" is the local date at the site.
+
+
+@bp.get("/episodes/<coi>/followup")
+@allow(*BENCH)
+def episode_followup(coi: str):
+    schedule = followup.episode_schedule(
+        db.session(), actor=actor(), coi=coi, today=followup.local_today()
+    )
+    return jsonify(schedule_json(schedule))
+
+
+@bp.get("/followup")
+@allow(*BENCH)
+def followup_worklist():
+    site = request.args.get("site") or None
+    if site is not None:
+        refuse_nul(site, "site")
+    work = followup.worklist(
+        db.session(), actor=actor(), today=followup.local_today(), site_code=site
+    )
+    return jsonify(worklist_json(work))
+
+
+# The shipment routes live in their own module on this blueprint.
+from lims.api import shipments  # noqa: E402, F401

@@ -90,7 +90,12 @@ def _at_destination(actor: User, shipment: Shipment, doing: str) -> None:
 
 
 def scan_on_receipt(
-    session: Session, *, actor: User | None, shipment_code: str, scan: str
+    session: Session,
+    *,
+    actor: User | None,
+    shipment_code: str,
+    scan: str,
+    manual: bool = True,
 ) -> LineOutcome:
     """Tick off a bag or tube found in the box, or record it loudly as unexpected.
 
@@ -101,7 +106,7 @@ def scan_on_receipt(
     shipment = get_shipment(session, shipment_code, for_update=True)
     _at_destination(actor, shipment, "receive")
     require_state(shipment, ShipmentState.IN_TRANSIT, "scan the arrival of")
-    code = code_from_scan(scan, manual=True)
+    code = code_from_scan(scan, manual=manual)
     if code == shipment.code:
         raise ValidationError(
             "That is the shipment's own label: scan the bags and tubes inside.", field="scan"
