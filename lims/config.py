@@ -77,6 +77,11 @@ DEFAULTS: dict[str, Any] = {
         #: ``{"leukapheresis": {"fresh": [1.0, 10.0]}}``.
         "limits_by_material": {},
     },
+    "storage": {
+        #: Whether material on hold may be put into storage (it usually must: a held bag still
+        #: needs its LN2 tank); false refuses the placement until the hold is cleared.
+        "store_held_material": True,
+    },
     "followup": {
         #: The schedule used when the episode's protocol has none of its own: timepoints
         #: relative to infusion (day 0), each with its window and the aliquot types expected.

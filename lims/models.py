@@ -14,6 +14,7 @@ from lims.custody.models import (
 )
 from lims.patients.models import Episode, Patient
 from lims.shipments.models import Shipment, ShipmentLine, TemperatureReading
+from lims.storage.models import Box, Rack, StorageUnit
 
 protect(AuditEntry, CustodyEvent, ESignature)
 
@@ -22,6 +23,7 @@ __all__ = [
     "AuditEntry",
     "AuditHead",
     "BedsideCheck",
+    "Box",
     "CustodyEvent",
     "ESignature",
     "Episode",
@@ -31,9 +33,11 @@ __all__ = [
     "Patient",
     "ProductLot",
     "QcResult",
+    "Rack",
     "Shipment",
     "ShipmentLine",
     "Site",
+    "StorageUnit",
     "TemperatureReading",
     "User",
 ]

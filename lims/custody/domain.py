@@ -104,6 +104,8 @@ class Action(StrEnum):
     START_MANUFACTURING = "start_manufacturing"
     CONSUME = "consume"
     STORE = "store"
+    #: From one storage place to another (a position, a box or a rack moved with its content).
+    MOVE = "move"
     QUARANTINE = "quarantine"
     RELEASE = "release"
     ISSUE = "issue"
@@ -190,7 +192,8 @@ def within_time_after_thaw(facts: Facts) -> str | None:
 @dataclass(frozen=True)
 class Transition:
     from_states: frozenset[State]
-    to_state: State
+    #: None: the step keeps the state (a move from one storage place to another).
+    to_state: State | None
     roles: frozenset[Role]
     guards: tuple[Guard, ...] = ()
     needs_reason: bool = False
@@ -204,7 +207,7 @@ BENCH = frozenset({Role.TECHNICIAN, Role.MANAGER})
 MANAGER = frozenset({Role.MANAGER})
 
 
-def _t(from_states, to_state, roles=BENCH, **options) -> Transition:
+def _t(from_states, to_state: State | None, roles=BENCH, **options) -> Transition:
     return Transition(frozenset(from_states), to_state, roles, **options)
 
 
@@ -219,6 +222,7 @@ TRANSITIONS: dict[Kind, dict[Action, Transition]] = {
         Action.SHIP: _t({S.COLLECTED, S.PACKED, S.STORED}, S.IN_TRANSIT, guards=(not_on_hold,)),
         Action.RECEIVE: _t({S.IN_TRANSIT}, S.RECEIVED_FOR_MANUFACTURING),
         Action.STORE: _t({S.COLLECTED, S.PACKED, S.RECEIVED_FOR_MANUFACTURING}, S.STORED),
+        Action.MOVE: _t({S.STORED}, None, internal=True),
         Action.START_MANUFACTURING: _t(
             {S.RECEIVED_FOR_MANUFACTURING, S.STORED}, S.IN_MANUFACTURING, guards=(not_on_hold,)
         ),
@@ -238,6 +242,7 @@ TRANSITIONS: dict[Kind, dict[Action, Transition]] = {
         Action.SHIP: _t({S.RELEASED}, S.IN_TRANSIT, guards=(not_on_hold,)),
         Action.RECEIVE: _t({S.IN_TRANSIT}, S.RECEIVED),
         Action.STORE: _t({S.RECEIVED, S.ISSUED}, S.STORED),
+        Action.MOVE: _t({S.STORED}, None, internal=True),
         Action.ISSUE: _t({S.RECEIVED, S.STORED}, S.ISSUED),
         Action.THAW: _t({S.ISSUED}, S.THAWED, guards=(received_at_treating_site,)),
         Action.VERIFY_IDENTITY: _t({S.THAWED}, S.IDENTITY_VERIFIED, internal=True),
@@ -254,6 +259,8 @@ TRANSITIONS: dict[Kind, dict[Action, Transition]] = {
     },
     Kind.ALIQUOT: {
         Action.STORE: _t({S.REGISTERED}, S.STORED),
+        # A reserved tube stays in its box until picked, so it moves with the box.
+        Action.MOVE: _t({S.STORED, S.RESERVED}, None, internal=True),
         Action.RESERVE: _t({S.STORED}, S.RESERVED, roles=MANAGER, guards=(not_on_hold,)),
         Action.UNRESERVE: _t({S.RESERVED}, S.STORED, roles=MANAGER, needs_reason=True),
         Action.PICK: _t({S.RESERVED}, S.PICKED),

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -85,6 +86,9 @@ class Item(Base):
         ),
         CheckConstraint("kind <> 'product_bag' OR lot_id IS NOT NULL", name="bag_has_lot"),
         CheckConstraint("kind = 'aliquot' OR parent_id IS NULL", name="only_aliquots_derive"),
+        CheckConstraint("position IS NULL OR box_id IS NOT NULL", name="position_in_a_box"),
+        # One item per position: the database refuses a second one, whatever the race.
+        UniqueConstraint("box_id", "position", name="uq_item_box_position"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -114,6 +118,12 @@ class Item(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
     location: Mapped[str] = mapped_column(String(200), default="")
     custodian: Mapped[str] = mapped_column(String(200), default="")
+    #: Its box and position (index in the box's grid; None in a container without positions).
+    box_id: Mapped[int | None] = mapped_column(ForeignKey("storage_box.id"), index=True)
+    position: Mapped[int | None] = mapped_column(Integer)
+    #: When it was last put into storage, and taken out (time out of storage on return).
+    stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checked_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Once a label is printed the identifier is fixed; corrections are signed events.
     label_printed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -247,8 +247,26 @@ class Move:
     location: str | None = None
     custodian: str | None = None
     temperature_logger_ref: str | None = None
+    #: The storage box and position it is put in (store, move, return to storage).
+    box_id: int | None = None
+    position: int | None = None
 
 
+#: Steps after which the item is no longer in its storage box: its position is free again.
+LEAVES_STORAGE = frozenset(
+    {
+        Action.SHIP,
+        Action.ISSUE,
+        Action.PICK,
+        Action.START_MANUFACTURING,
+        Action.CONSUME,
+        Action.DISCARD,
+        Action.LOSE,
+        Action.RETURN,
+        Action.HAND_OVER,
+        Action.DISTRIBUTE,
+    }
+)
 REFUSALS = {"forbidden": Forbidden, "unknown": InvalidTransition, "conflict": InvalidTransition}
 NEEDS_CUSTODIAN = {Action.SHIP, Action.HAND_OVER}
 
@@ -324,7 +342,7 @@ def perform_action(
             session, witness=witness, entity="item", entity_id=item.id, record=signed_record
         )
     before = (item.state, item.site_id, item.location, item.custodian)
-    _apply(session, item, step, transition.to_state, actor, move)
+    _apply(session, item, step, transition.to_state or item.state, actor, move)
     changes = audit.pending_changes(item)
     # Write the item now (version checked) so that a lost race is a Conflict here, not a
     # StaleDataError from the autoflush of the next statement.
@@ -389,6 +407,16 @@ def _apply(
         item.thawed_at = utcnow()
     if step is Action.RETURN_TO_STORAGE:
         item.thaw_count += 1
+        item.checked_out_at = None
+    if step is Action.CHECK_OUT:
+        # It keeps its position while out: the tube goes back where it came from.
+        item.checked_out_at = utcnow()
+    if move.box_id is not None:
+        item.box_id, item.position = move.box_id, move.position
+        if step is not Action.RETURN_TO_STORAGE or item.stored_at is None:
+            item.stored_at = utcnow()
+    elif step in LEAVES_STORAGE:
+        item.box_id = item.position = None
 
 
 def commit_or_conflict(session: Session) -> None:

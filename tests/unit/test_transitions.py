@@ -49,6 +49,8 @@ EXPECTED_TERMINAL = {
 }
 
 ANY_OPEN = "any open state"
+#: The step keeps the state the item is in.
+SAME = None
 
 #: kind -> action -> (from states, to state, roles, guards, internal). Guards are named by
 #: the fact they look at: hold, qc, receipt, bedside, time.
@@ -75,6 +77,8 @@ EXPECTED = {
         # Consumed into a product lot by create_lot, never by a button.
         "consume": ({"in_manufacturing"}, "consumed", BENCH, set(), True),
         "discard": (ANY_OPEN, "discarded", BENCH, set(), False),
+        # From one storage place to another, by the storage services (DOMAIN.md §6).
+        "move": ({"stored"}, SAME, BENCH, set(), True),
     },
     "product_bag": {
         "quarantine": ({"manufactured"}, "quarantine", BENCH, set(), False),
@@ -84,6 +88,7 @@ EXPECTED = {
         # An issued bag that was not thawed goes back to the tank.
         "store": ({"received", "issued"}, "stored", BENCH, set(), False),
         "issue": ({"received", "stored"}, "issued", BENCH, set(), False),
+        "move": ({"stored"}, SAME, BENCH, set(), True),
         "thaw": ({"issued"}, "thawed", BENCH, {"receipt"}, False),
         # Only the bedside check verifies identity.
         "verify_identity": ({"thawed"}, "identity_verified", BENCH, set(), True),
@@ -93,6 +98,8 @@ EXPECTED = {
     },
     "aliquot": {
         "store": ({"registered"}, "stored", BENCH, set(), False),
+        # A reserved tube stays in its box until picked: it moves with the box.
+        "move": ({"stored", "reserved"}, SAME, BENCH, set(), True),
         "reserve": ({"stored"}, "reserved", MANAGER, {"hold"}, False),
         "unreserve": ({"reserved"}, "stored", MANAGER, set(), False),
         "pick": ({"reserved"}, "picked", BENCH, set(), False),
@@ -183,7 +190,8 @@ def test_every_state_and_action(kind, state, action):
             expected = expected_allowed(kind, state, action, role.value, internal=internal)
             assert decision.allowed is expected, (role, internal, decision.refusals)
             if expected:
-                assert decision.transition.to_state.value == EXPECTED[kind][action][1]
+                to_state = decision.transition.to_state
+                assert (to_state.value if to_state else None) == EXPECTED[kind][action][1]
             else:
                 assert len(decision.refusals) >= 1
                 status = decision.refusals[0].status

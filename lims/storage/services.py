@@ -1,0 +1,416 @@
+"""Storage use cases: the hierarchy, placing an item by scan, moving items, boxes and units.
+
+Every placement and move is a custody step through ``perform_action`` (store, move, return to
+storage), so each item's chain of custody records every place it has been. One item per
+position is also a unique index: two technicians filling the same position at the same moment
+get one success and one clear refusal.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from lims.audit import services as audit
+from lims.auth.models import Role, User
+from lims.auth.services import require_role, site_by_code
+from lims.custody.domain import Action, State
+from lims.custody.holds import open_holds
+from lims.custody.models import Item
+from lims.custody.services import Move, commit_or_conflict, find_item, perform_action
+from lims.db import utcnow
+from lims.errors import Conflict, Forbidden, NotFound, ValidationError
+from lims.storage.domain import BOX_TYPES, PositionError, TemperatureClass, suitable
+from lims.storage.models import Box, Rack, RackKind, StorageUnit, UnitType
+
+BENCH = (Role.TECHNICIAN, Role.MANAGER)
+#: Codes printed on storage labels: letters, digits and - _ . (scanners send them as they are).
+CODE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,39}")
+#: States in which an item sits in its box (a move takes it along).
+IN_BOX = (State.STORED, State.RESERVED)
+
+
+def _code(text: str, field: str) -> str:
+    code = (text or "").strip().upper()
+    if not CODE.fullmatch(code):
+        raise ValidationError(
+            "A storage code is 1-40 letters, digits, '-', '_' or '.'.", field=field
+        )
+    return code
+
+
+def _person(actor: User | None) -> User:
+    require_role(actor, *BENCH)
+    if actor is None:
+        raise ValidationError("Storage is handled by a person.")
+    return actor
+
+
+def _manager(actor: User | None) -> User:
+    require_role(actor, Role.MANAGER)
+    return _person(actor)
+
+
+def _add_unique(session: Session, actor: User, thing: StorageUnit | Rack | Box) -> None:
+    """Add a unit, rack or box under a code no other has; one commit."""
+    kind = {StorageUnit: "storage unit", Rack: "rack", Box: "box"}[type(thing)]
+    message = f"A {kind} {thing.code} exists already."
+    if session.scalar(select(type(thing).id).where(type(thing).code == thing.code)):
+        raise Conflict(message, field="code")
+    try:
+        session.add(thing)
+        audit.record_created(session, thing, actor=actor)
+        session.commit()
+    except IntegrityError:  # created by someone else since the check
+        session.rollback()
+        raise Conflict(message, field="code") from None
+
+
+# -- the hierarchy -------------------------------------------------------------------------
+
+
+def create_unit(
+    session: Session,
+    *,
+    actor: User | None,
+    code: str,
+    name: str,
+    unit_type: UnitType | str,
+    temperature_class: TemperatureClass | str,
+    site_code: str | None = None,
+) -> StorageUnit:
+    """A storage unit (tank, freezer, fridge) at the manager's site (or a named one)."""
+    actor = _manager(actor)
+    try:
+        kind, temperature = UnitType(unit_type), TemperatureClass(temperature_class)
+    except ValueError:
+        raise ValidationError(
+            f"A unit is one of {', '.join(UnitType)} at one of {', '.join(TemperatureClass)}.",
+            field="unit_type",
+        ) from None
+    if not (name or "").strip():
+        raise ValidationError("Give the unit a name.", field="name")
+    site = site_by_code(session, site_code) if site_code else actor.site
+    unit = StorageUnit(
+        site_id=site.id,
+        code=_code(code, "code"),
+        name=name.strip()[:100],
+        unit_type=kind,
+        temperature_class=temperature,
+    )
+    _add_unique(session, actor, unit)
+    session.refresh(unit)
+    return unit
+
+
+def create_rack(
+    session: Session,
+    *,
+    actor: User | None,
+    unit_code: str,
+    code: str,
+    kind: RackKind | str = RackKind.RACK,
+    ordinal: int = 1,
+) -> Rack:
+    actor = _manager(actor)
+    unit = unit_by_code(session, unit_code)
+    _same_site(actor, unit)
+    try:
+        kind = RackKind(kind)
+    except ValueError:
+        raise ValidationError(f"A rack is one of {', '.join(RackKind)}.", field="kind") from None
+    rack = Rack(unit_id=unit.id, code=_code(code, "code"), kind=kind, ordinal=_ordinal(ordinal))
+    _add_unique(session, actor, rack)
+    session.refresh(rack)
+    return rack
+
+
+def create_box(
+    session: Session,
+    *,
+    actor: User | None,
+    code: str,
+    unit_code: str,
+    rack_code: str | None = None,
+    box_type: str | None = None,
+    capacity: int | None = None,
+    label: str = "",
+    ordinal: int = 1,
+) -> Box:
+    """A box with a grid (``box_type``) or a container with a ``capacity`` and no positions."""
+    actor = _person(actor)
+    unit = unit_by_code(session, unit_code)
+    _same_site(actor, unit)
+    rack = None
+    if rack_code:
+        rack = rack_by_code(session, rack_code)
+        if rack.unit_id != unit.id:
+            raise ValidationError(f"Rack {rack.code} is not in {unit.code}.", field="rack")
+    if (box_type is None) == (capacity is None):
+        raise ValidationError(
+            "A box has a type with positions (9x9, 10x10, 8x12, cassettes) or, for a canister "
+            "or bin, a capacity: one of the two.",
+            field="box_type",
+        )
+    if box_type is not None and box_type not in BOX_TYPES:
+        raise ValidationError(f"A box type is one of {', '.join(BOX_TYPES)}.", field="box_type")
+    if capacity is not None and (
+        isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= 1000
+    ):
+        raise ValidationError("A capacity is a whole number from 1 to 1000.", field="capacity")
+    box = Box(
+        code=_code(code, "code"),
+        label=(label or "").strip()[:100],
+        box_type=box_type,
+        capacity=capacity,
+        unit_id=unit.id,
+        rack_id=rack.id if rack else None,
+        ordinal=_ordinal(ordinal),
+    )
+    _add_unique(session, actor, box)
+    session.refresh(box)
+    return box
+
+
+def _ordinal(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 999:
+        raise ValidationError("A place in the unit is a number from 1 to 999.", field="ordinal")
+    return value
+
+
+def _same_site(actor: User, unit: StorageUnit) -> None:
+    if unit.site_id != actor.site_id:
+        raise Forbidden(f"{unit.code} is at {unit.site.code}; you work at {actor.site.code}.")
+
+
+def unit_by_code(session: Session, code: str, *, for_update: bool = False) -> StorageUnit:
+    query = select(StorageUnit).where(StorageUnit.code == (code or "").strip().upper())
+    if for_update:
+        query = query.with_for_update(of=StorageUnit)
+    unit = session.scalar(query)
+    if unit is None:
+        raise NotFound(f"No storage unit {code}.", field="unit")
+    return unit
+
+
+def rack_by_code(session: Session, code: str) -> Rack:
+    rack = session.scalar(select(Rack).where(Rack.code == (code or "").strip().upper()))
+    if rack is None:
+        raise NotFound(f"No rack {code}.", field="rack")
+    return rack
+
+
+def box_by_code(session: Session, code: str, *, for_update: bool = False) -> Box:
+    query = select(Box).where(Box.code == (code or "").strip().upper())
+    if for_update:
+        query = query.with_for_update(of=Box).execution_options(populate_existing=True)
+    box = session.scalar(query)
+    if box is None:
+        raise NotFound(f"No box {code}.", field="box")
+    return box
+
+
+# -- positions -----------------------------------------------------------------------------
+
+
+def contents(session: Session, box: Box) -> list[Item]:
+    """The items that hold a place in the box, in position order."""
+    return list(
+        session.scalars(select(Item).where(Item.box_id == box.id).order_by(Item.position, Item.id))
+    )
+
+
+def next_free_position(session: Session, box: Box, *, after: int = 0) -> int | None:
+    """The first free position after ``after`` (row by row), or None when the box is full."""
+    if box.geometry is None:
+        return None
+    taken = set(
+        session.scalars(
+            select(Item.position).where(Item.box_id == box.id, Item.position.is_not(None))
+        )
+    )
+    for index in range(after + 1, box.size + 1):
+        if index not in taken:
+            return index
+    return None
+
+
+def position_name(box: Box, position: int | None) -> str:
+    return box.geometry.name(position) if box.geometry and position else ""
+
+
+def location_of(box: Box, position: int | None) -> str:
+    name = position_name(box, position)
+    return f"{box.path} / {name}" if name else box.path
+
+
+# -- placing and moving ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    item: Item
+    box: Box
+    position: int | None
+    action: Action
+
+    @property
+    def position_name(self) -> str:
+        return position_name(self.box, self.position)
+
+
+def _step_into_storage(item: Item) -> Action:
+    if item.state in IN_BOX:
+        return Action.MOVE
+    if item.state is State.CHECKED_OUT:
+        return Action.RETURN_TO_STORAGE
+    return Action.STORE
+
+
+def _check_place(session: Session, actor: User, item: Item, box: Box) -> None:
+    if not (box.active and box.unit.active):
+        raise Conflict(f"{box.code} is out of use ({box.unit.code} takes nothing new).")
+    if box.unit.site_id != actor.site_id:
+        raise Forbidden(
+            f"Box {box.code} is at {box.unit.site.code}; you work at {actor.site.code}."
+        )
+    if item.site_id != box.unit.site_id:
+        raise Conflict(
+            f"{item.code} is at {item.site.code}, not at {box.unit.site.code} where {box.code} "
+            "stands: receive it there first."
+        )
+    reason = suitable(item.material_type.value, box.unit.temperature_class)
+    if reason:
+        raise Conflict(f"{box.unit.code} is the wrong temperature for {item.code}: {reason}")
+    if not storage_settings()["store_held_material"]:
+        holds = open_holds(session, item.id)
+        if holds:
+            raise Conflict(f"{item.code} is on hold ({holds[0].reason.label}); it is not stored.")
+
+
+def place_item(
+    session: Session,
+    *,
+    actor: User | None,
+    item_scan: str,
+    box_scan: str,
+    position: str | None = None,
+    manual: bool = True,
+) -> Placement:
+    """Put the scanned item into the scanned box: at the position given (``A1``, ``A01``, ``12``)
+    or the next free one. Refuses an occupied position, a full box, the wrong temperature, a box
+    at another site. The step is store, move or return to storage, as the item's state says."""
+    actor = _person(actor)
+    item = find_item(session, item_scan, for_update=True, manual=manual)
+    box = box_by_code(session, box_scan, for_update=True)
+    _check_place(session, actor, item, box)
+    index: int | None = None
+    if box.geometry is not None:
+        if position:
+            try:
+                index = box.geometry.index(position)
+            except PositionError as exc:
+                raise ValidationError(exc.message, field="position") from None
+            holder = session.scalar(
+                select(Item).where(Item.box_id == box.id, Item.position == index)
+            )
+            if holder is not None and holder.id != item.id:
+                raise Conflict(
+                    f"{box.code} {box.geometry.name(index)} holds {holder.code} already.",
+                    field="position",
+                )
+        else:
+            index = next_free_position(session, box)
+            if index is None:
+                raise Conflict(f"{box.code} is full ({box.size} positions).", field="box")
+    else:
+        count = session.scalar(
+            select(func.count()).select_from(Item).where(Item.box_id == box.id, Item.id != item.id)
+        )
+        if count >= box.size:
+            raise Conflict(f"{box.code} is full ({box.size} places).", field="box")
+    if item.state in IN_BOX and item.box_id == box.id and item.position == index:
+        raise Conflict(f"{item.code} is in {location_of(box, index)} already.")
+    step = _step_into_storage(item)
+    reason = None
+    if step is Action.RETURN_TO_STORAGE and item.checked_out_at is not None:
+        minutes = int((utcnow() - item.checked_out_at).total_seconds() // 60)
+        reason = f"out of storage {minutes} min"
+    try:
+        perform_action(
+            session,
+            actor=actor,
+            code=item.code,
+            action=step,
+            reason=reason,
+            move=Move(location=location_of(box, index), box_id=box.id, position=index),
+            internal=step is Action.MOVE,
+            commit=False,
+        )
+        commit_or_conflict(session)
+    except IntegrityError:  # the unique index on (box, position): another placement won
+        session.rollback()
+        raise Conflict(
+            f"{location_of(box, index)} was filled by someone else at the same moment; scan again.",
+            field="position",
+        ) from None
+    return Placement(item, box, index, step)
+
+
+def storage_settings() -> dict:
+    return current_app.config["LIMS"]["storage"]
+
+
+def move_box(
+    session: Session,
+    *,
+    actor: User | None,
+    box_scan: str,
+    unit_code: str,
+    rack_code: str | None = None,
+    reason: str | None = None,
+) -> list[Item]:
+    """Move a box with everything in it: one custody event per item, one transaction."""
+    actor = _person(actor)
+    box = box_by_code(session, box_scan, for_update=True)
+    unit = unit_by_code(session, unit_code)
+    _same_site(actor, unit)
+    if not unit.active:
+        raise Conflict(f"{unit.code} is out of use; it takes nothing new.")
+    rack = rack_by_code(session, rack_code) if rack_code else None
+    if rack is not None and rack.unit_id != unit.id:
+        raise ValidationError(f"Rack {rack.code} is not in {unit.code}.", field="rack")
+    items = list(session.scalars(select(Item).where(Item.box_id == box.id).order_by(Item.position)))
+    for item in items:
+        why = suitable(item.material_type.value, unit.temperature_class)
+        if why:
+            raise Conflict(
+                f"Nothing moved: {unit.code} is the wrong temperature for {item.code}: {why}"
+            )
+    box.unit, box.rack = unit, rack
+    audit.record_changes(session, box, actor=actor, action="move", reason=reason)
+    session.flush()
+    moved = []
+    for item in items:
+        if item.state not in IN_BOX:
+            continue  # checked out: its place moves with the box, the tube is elsewhere now
+        perform_action(
+            session,
+            actor=actor,
+            code=item.code,
+            action=Action.MOVE,
+            reason=reason or f"box {box.code} moved",
+            move=Move(
+                location=location_of(box, item.position), box_id=box.id, position=item.position
+            ),
+            internal=True,
+            commit=False,
+        )
+        moved.append(item)
+    commit_or_conflict(session)
+    return moved
