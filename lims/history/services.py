@@ -46,6 +46,11 @@ MOVEMENT_FIELDS = frozenset(
         "thaw_count",
         "version",
         "label_printed_at",
+        # Storage bookkeeping: where it is and since when, recorded by the custody events.
+        "box_id",
+        "position",
+        "stored_at",
+        "checked_out_at",
     }
 )
 #: The recorded values a signed correction may change, with their names on screen (here, not in

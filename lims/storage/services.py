@@ -378,6 +378,9 @@ def move_box(
     """Move a box with everything in it: one custody event per item, one transaction."""
     actor = _person(actor)
     box = box_by_code(session, box_scan, for_update=True)
+    _same_site(actor, box.unit)  # a box changes site only in a shipment
+    if not box.active:
+        raise Conflict(f"{box.code} is out of use.")
     unit = unit_by_code(session, unit_code)
     _same_site(actor, unit)
     if not unit.active:
@@ -392,9 +395,11 @@ def move_box(
             raise Conflict(
                 f"Nothing moved: {unit.code} is the wrong temperature for {item.code}: {why}"
             )
-    box.unit, box.rack = unit, rack
+    # The columns, not the relationships: the audit rows read the columns' history.
+    box.unit_id, box.rack_id = unit.id, rack.id if rack else None
     audit.record_changes(session, box, actor=actor, action="move", reason=reason)
     session.flush()
+    session.expire(box, ["unit", "rack"])  # the new place, for the items' locations
     moved = []
     for item in items:
         if item.state not in IN_BOX:

@@ -16,8 +16,9 @@ from lims.custody.domain import Action, State
 from lims.custody.models import CustodyEvent, Item
 from lims.custody.services import perform_action
 from lims.errors import Conflict, Forbidden, NotFound, ValidationError
+from lims.history.services import item_history
 from lims.storage import services as storage
-from lims.storage.models import Box
+from lims.storage.models import Box, StorageUnit
 from tests.integration.people import actor, new_episode
 from tests.integration.test_concurrency import at_once, postgresql_only  # noqa: F401
 
@@ -223,6 +224,9 @@ def test_check_out_keeps_the_place_and_return_records_time_out_and_thaw(app, peo
         assert (item.state, item.thaw_count, item.checked_out_at) == (State.STORED, 1, None)
         (event,) = events(session, tube, "return_to_storage")
         assert event.reason.startswith("out of storage ") and event.reason.endswith(" min")
+        # Storage bookkeeping is custody, not a recorded value changed after first entry.
+        history = item_history(session, actor=tech, code=tube.code)
+        assert history.changes == []
 
 
 def test_leaving_storage_frees_the_position(app, people):
@@ -265,6 +269,16 @@ def test_a_box_moves_with_its_content_one_event_per_item(app, people):
             reason="freezer F80-1 defrost",
         )
         assert len(moved) == 3
+        box_rows = session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.entity == "storage_box", AuditEntry.action == "move"
+            )
+        ).all()
+        units = {u.code: u.id for u in session.scalars(select(StorageUnit))}
+        assert {(r.field, r.old_value, r.new_value) for r in box_rows} >= {
+            ("unit_id", str(units["RH-F80-1"]), str(units["RH-F80-2"]))
+        }
+        assert all(r.reason == "freezer F80-1 defrost" and r.user_id == tech.id for r in box_rows)
         for placement in placed:
             item = session.get(Item, placement.item.id)
             assert item.position == placement.position
@@ -272,6 +286,30 @@ def test_a_box_moves_with_its_content_one_event_per_item(app, people):
             (event,) = events(session, item, "move")
             assert event.reason == "freezer F80-1 defrost"
         assert audit.verify_chain(session).intact
+
+
+def test_a_box_moves_only_within_its_own_site(app, people):
+    with app.app_context():
+        session = lims_db.session()
+        manager, tech = actor(session, people["manager"]), actor(session, people["tech"])
+        freezer(session, manager)
+        box(session, tech)
+        qp = actor(session, people["qp"])
+        storage.create_unit(
+            session,
+            actor=qp,
+            code="AUH-F80",
+            name="AUH freezer",
+            unit_type="freezer",
+            temperature_class="minus_80",
+        )
+        with pytest.raises(Forbidden, match="RH-F80-1 is at RH; you work at AUH"):
+            storage.move_box(
+                session, actor=actor(session, people["maker"]), box_scan="BOX-1",
+                unit_code="AUH-F80",
+            )  # fmt: skip
+        session.rollback()
+        assert storage.box_by_code(session, "BOX-1").unit.code == "RH-F80-1"
 
 
 def test_two_placements_into_one_position_at_once(app, people, postgresql_only):  # noqa: F811
