@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import Flask, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -12,8 +11,9 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from lims.auth.access import is_api_request, user_may
-from lims.errors import DomainError
+from lims.errors import DomainError, ValidationError
 from lims.identifiers import eye_readable
+from lims.localtime import site_zone
 
 #: The navigation: (endpoint, label). A link shows only to the roles its route allows.
 NAVIGATION: list[tuple[str, str]] = [
@@ -36,8 +36,7 @@ def local_time(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """UTC from the database shown in the site's time zone (Europe/Copenhagen by default)."""
     if value is None:
         return ""
-    zone = ZoneInfo(current_app.config["LIMS"]["app"]["timezone"])
-    return value.astimezone(zone).strftime(fmt)
+    return value.astimezone(site_zone()).strftime(fmt)
 
 
 def _error_body(status: int, message: str, code: str) -> Any:
@@ -90,12 +89,29 @@ def _require_password_change() -> Any:
     return None
 
 
+def _refuse_nul() -> None:
+    """No address, query or form value may hold a NUL character: PostgreSQL refuses to store
+    or compare one, and no scanner or keyboard sends it. Refused before any page looks up.
+    (The API refuses them itself, naming the field.)"""
+    if is_api_request():
+        return
+    values = [*(request.view_args or {}).values(), *request.args.values()]
+    if request.method == "POST" and request.mimetype in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ):
+        values.extend(request.form.values())
+    if any(isinstance(value, str) and "\x00" in value for value in values):
+        raise ValidationError("The request holds a NUL character; nothing was looked up or saved.")
+
+
 def init_app(app: Flask) -> None:
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(DomainError, _domain_error)
     app.register_error_handler(Exception, _server_error)
     app.before_request(_require_password_change)
+    app.before_request(_refuse_nul)
     app.add_template_filter(local_time, "local_time")
     # Globals reach imported macros (lims/templates/_identifiers.html) without "with context".
     app.add_template_global(eye_readable, "eye_readable")

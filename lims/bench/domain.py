@@ -23,7 +23,7 @@ class Need(StrEnum):
 
 
 #: Steps that are done elsewhere in the workflow, and the page that does them.
-ELSEWHERE = {Action.SHIP: "shipment"}
+ELSEWHERE = {Action.SHIP: "shipment", Action.RELEASE: "lot"}
 
 #: Steps a technician may repeat scan after scan without further input.
 BATCH_ACTIONS = (

@@ -127,6 +127,17 @@ def act(code: str, action: str):
         step = Action(action) if action in Action._value2member_map_ else None
         if step is None or step not in _offered(item):
             raise ValidationError(f"'{action}' is not offered for {item.code} now.")
+        if step is Action.RELEASE:
+            # A lot is released whole (all bags or none), with its QC review, on its page.
+            raise ValidationError(
+                f"Release {item.code} with its lot {item.lot.lot_number} on the lot page."
+            )
+        shipment = services.open_shipment_of(db_session, item)
+        if step is Action.SHIP and shipment is not None:
+            raise ValidationError(
+                f"{item.code} is packed in shipment {shipment.code}: it leaves when that "
+                "shipment is dispatched."
+            )
     except DomainError as exc:
         return _scan_page(error=exc.message, scanned=code[:MAX_SCAN], status=exc.status_code)
     wanted = needs(item.kind, step)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import tzinfo
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
-from flask import current_app
 from flask_wtf import FlaskForm
 from wtforms import (
     DateTimeLocalField,
@@ -21,14 +18,11 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from lims.custody.models import UNITS
 from lims.db import utcnow
+from lims.localtime import site_zone
 
 UNIT_CHOICES = [SelectChoice(unit, unit) for unit in UNITS]
 #: The browser's datetime-local value first (how the field renders), then what people type.
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
-
-
-def site_zone() -> tzinfo:
-    return ZoneInfo(current_app.config["LIMS"]["app"]["timezone"])
 
 
 class SampleForm(FlaskForm):

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy import select
@@ -29,6 +28,7 @@ from lims.db import utcnow
 from lims.errors import Conflict, Forbidden, NotFound, ValidationError
 from lims.followup import domain
 from lims.followup.domain import Plan, ScheduledTimepoint, TimepointStatus
+from lims.localtime import site_zone
 from lims.patients.models import Episode, Patient
 from lims.patients.services import get_episode
 
@@ -39,10 +39,6 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 def followup_settings() -> dict[str, Any]:
     return current_app.config["LIMS"]["followup"]
-
-
-def site_zone() -> ZoneInfo:
-    return ZoneInfo(current_app.config["LIMS"]["app"]["timezone"])
 
 
 def local_today() -> date:

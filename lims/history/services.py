@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
-from zoneinfo import ZoneInfo
 
-from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,6 +29,7 @@ from lims.custody.models import (
     product_lot_source,
 )
 from lims.custody.services import events_of, find_item
+from lims.localtime import site_zone
 from lims.patients.models import Episode
 
 BENCH = (Role.TECHNICIAN, Role.MANAGER)
@@ -71,10 +70,6 @@ FIELD_LABELS = CORRECTABLE | {
     "aliquot_total": "Aliquots in run",
 }
 EMPTY = "—"
-
-
-def site_zone() -> tzinfo:
-    return ZoneInfo(current_app.config["LIMS"]["app"]["timezone"])
 
 
 def field_label(name: str) -> str:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from flask import current_app
 from flask_wtf import FlaskForm
 from wtforms import (
     DateTimeLocalField,
@@ -24,6 +21,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from wtforms.validators import ValidationError as FormError
 
 from lims.custody.production import QC_TESTS
+from lims.localtime import site_zone
 from lims.manufacturing.services import MAX_BAGS
 
 QC_TEST_CHOICES = [SelectChoice(test, test.replace("_", " ").capitalize()) for test in QC_TESTS]
@@ -31,10 +29,6 @@ OUTCOME_CHOICES = [
     SelectChoice("yes", "Passed: within specification"),
     SelectChoice("no", "Failed: out of specification (puts the lot's bags on hold)"),
 ]
-
-
-def site_zone() -> tzinfo:
-    return ZoneInfo(current_app.config["LIMS"]["app"]["timezone"])
 
 
 class CellCountField(StringField):

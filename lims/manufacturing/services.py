@@ -22,7 +22,13 @@ from lims.auth.services import confirm_second_person, require_role
 from lims.custody import production
 from lims.custody.domain import Action, Kind, State
 from lims.custody.models import CustodyEvent, ProductLot, QcResult
-from lims.custody.services import code_from_scan, commit_or_conflict, find_item, perform_action
+from lims.custody.services import (
+    code_from_scan,
+    commit_or_conflict,
+    custody_settings,
+    find_item,
+    perform_action,
+)
 from lims.db import utcnow
 from lims.errors import Conflict, DomainError, InvalidTransition, ValidationError
 from lims.manufacturing.overview import (
@@ -222,9 +228,11 @@ def release_lot(
     blockers = release_blockers(session, lot)
     if blockers:
         raise Conflict("Nothing was released. " + " ".join(blockers))
-    witness = confirm_second_person(
-        session, actor=actor, username=witness_username, password=witness_password
-    )
+    witness = None
+    if custody_settings()["second_person"].get("release") or witness_username:
+        witness = confirm_second_person(
+            session, actor=actor, username=witness_username, password=witness_password
+        )
     targets = [(bag.code, bag_name(bag)) for bag in bags if bag.state is State.QUARANTINE]
     events = []
     try:
@@ -249,7 +257,8 @@ def release_lot(
             entity="product_lot",
             entity_id=lot.id,
             action="release",
-            detail=f"{len(events)} bags released with {witness.user.username} as second person",
+            detail=f"{len(events)} bags released"
+            + (f" with {witness.user.username} as second person" if witness else ""),
         )
         commit_or_conflict(session)
     except DomainError:

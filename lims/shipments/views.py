@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
@@ -37,10 +37,6 @@ bp = Blueprint("shipments", __name__, template_folder="templates")
 BENCH = (Role.TECHNICIAN, Role.MANAGER)
 #: Readings listed on the page; the file may hold far more (all are kept and summarised).
 READINGS_SHOWN = 2000
-
-
-def _zone() -> str:
-    return current_app.config["LIMS"]["app"]["timezone"]
 
 
 def _back(code: str) -> Any:
@@ -334,7 +330,6 @@ def upload_logger(code: str):
             shipment_code=code,
             data=upload.stream.read(MAX_BYTES + 1),
             filename=upload.filename or "",
-            zone=_zone(),
         )
     except DomainError as exc:
         flash(exc.message, "error")
