@@ -18,6 +18,7 @@ from lims.audit.services import verify_chain
 from lims.auth import services as accounts
 from lims.custody import production
 from lims.custody.models import CustodyEvent, Item, ProductLot
+from tests.browser.bench import flash, log_in_as, make_lot, scan
 from tests.conftest import PASSWORD
 from tests.integration.people import actor, cpr, new_episode
 
@@ -49,28 +50,6 @@ def cast(app) -> dict[str, SimpleNamespace]:
             )
             people[username] = SimpleNamespace(id=user.id, username=username)
         return people
-
-
-def scan(page, text: str) -> None:
-    """The scanner: the code and Enter into the focused field."""
-    focused = page.locator("[data-scan-field]:focus")
-    expect(focused).to_have_count(1)
-    page.keyboard.type(text)
-    page.keyboard.press("Enter")
-
-
-def log_in_as(page, username: str) -> None:
-    if page.get_by_role("button", name="Log out").count():
-        page.get_by_role("button", name="Log out").click()
-    page.goto("/login")
-    page.locator("#username").fill(username)
-    page.locator("#password").fill(PASSWORD)
-    page.keyboard.press("Enter")
-    expect(page.get_by_role("heading", level=1)).to_contain_text("Good to see you")
-
-
-def flash(page, text: str) -> None:
-    expect(page.locator(".flashes")).to_contain_text(text)
 
 
 def ship(page, to_site: str, conditions: str, din: str) -> str:
@@ -123,21 +102,7 @@ def test_episode_from_apheresis_to_infusion_by_scanning(page, live_server):
     page.get_by_role("button", name="Start manufacturing").click()
     flash(page, "start manufacturing – done")
 
-    page.goto("/manufacturing/lots/new")
-    page.locator("#lot_number").fill("CAR19-26-001")
-    page.locator("#apheresis_scan").focus()
-    scan(page, f"={apheresis}00")
-    expect(page.locator("[data-scan-list]")).to_contain_text(apheresis)
-    page.locator("#bag_count").fill("1")
-    page.locator("#volume_ml").fill("68")
-    page.get_by_role("button", name="Register lot and bags").click()
-    expect(page).to_have_url(re.compile(r"/manufacturing/lots/CAR19-26-001$"))
-    for test in live_server.config["LIMS"]["custody"]["required_qc"]:
-        page.locator("#test").select_option(test)
-        page.locator("#value").fill("ok")
-        page.locator("#qc input[value=yes]").check()
-        page.get_by_role("button", name="Record result").click()
-    page.get_by_role("button", name=re.compile(r"in quarantine$")).click()
+    make_lot(page, "CAR19-26-001", apheresis, live_server.config["LIMS"]["custody"]["required_qc"])
     with live_server.app_context():
         bag = lims_db.session().scalar(select(ProductLot)).bags[0].code
 

@@ -20,19 +20,9 @@ from lims.custody.domain import Kind, State
 from lims.custody.models import CustodyEvent, Item
 from lims.demo import load_demo
 from lims.patients import services as patients
-from tests.browser.test_bench_scanning import flash, scan
+from tests.browser.bench import flash, log_in_as, make_lot, scan
 
 PASSWORD = "demo-password"
-
-
-def log_in_as(page, username: str) -> None:
-    if page.get_by_role("button", name="Log out").count():
-        page.get_by_role("button", name="Log out").click()
-    page.goto("/login")
-    page.locator("#username").fill(username)
-    page.locator("#password").fill(PASSWORD)
-    page.keyboard.press("Enter")
-    expect(page.get_by_role("heading", level=1)).to_contain_text("Good to see you")
 
 
 def step(page, name: str, done: str) -> None:
@@ -52,7 +42,7 @@ def test_a_demo_episode_from_apheresis_to_infusion_in_the_browser(page, live_ser
         tech = session.scalar(select(User).where(User.username == "tech.rh"))
         wristband = patients.reveal_identity(session, actor=tech, pseudonym=pseudonym).identifier
 
-    log_in_as(page, "tech.rh")
+    log_in_as(page, password=PASSWORD, username="tech.rh")
     page.goto("/scan")
     scan(page, f"={apheresis}00")
     page.get_by_role("link", name="Hand over in house…").click()
@@ -63,22 +53,9 @@ def test_a_demo_episode_from_apheresis_to_infusion_in_the_browser(page, live_ser
     page.get_by_role("button", name="Receive").click()
     step(page, "Start manufacturing", "start manufacturing")
 
-    page.goto("/manufacturing/lots/new")
-    page.locator("#lot_number").fill("CAR19-DEMO-1")
-    page.locator("#apheresis_scan").focus()
-    scan(page, f"={apheresis}00")
-    page.locator("#bag_count").fill("1")
-    page.locator("#volume_ml").fill("68")
-    page.get_by_role("button", name="Register lot and bags").click()
-    expect(page).to_have_url(re.compile(r"/manufacturing/lots/CAR19-DEMO-1$"))
-    for test in live_server.config["LIMS"]["custody"]["required_qc"]:
-        page.locator("#test").select_option(test)
-        page.locator("#value").fill("ok")
-        page.locator("#qc input[value=yes]").check()
-        page.get_by_role("button", name="Record result").click()
-    page.get_by_role("button", name=re.compile(r"in quarantine$")).click()
+    make_lot(page, "CAR19-DEMO-1", apheresis, live_server.config["LIMS"]["custody"]["required_qc"])
 
-    log_in_as(page, "manager.rh")
+    log_in_as(page, password=PASSWORD, username="manager.rh")
     page.goto("/manufacturing/lots/CAR19-DEMO-1")
     page.locator("#review_password").fill(PASSWORD)
     page.get_by_role("button", name="Sign review").click()
@@ -94,7 +71,7 @@ def test_a_demo_episode_from_apheresis_to_infusion_in_the_browser(page, live_ser
             .order_by(Item.id.desc())
         )
 
-    log_in_as(page, "tech.rh")
+    log_in_as(page, password=PASSWORD, username="tech.rh")
     page.goto("/scan")
     scan(page, f"={bag}00")
     page.get_by_role("link", name="Hand over in house…").click()
