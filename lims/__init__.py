@@ -100,6 +100,7 @@ def _register_blueprints(app: Flask) -> None:
     from lims.home.views import bp as home_bp
     from lims.manufacturing.views import bp as manufacturing_bp
     from lims.shipments.views import bp as shipments_bp
+    from lims.storage.views import bp as storage_bp
 
     for blueprint in (
         home_bp,
@@ -112,6 +113,7 @@ def _register_blueprints(app: Flask) -> None:
         manufacturing_bp,
         followup_bp,
         history_bp,
+        storage_bp,
     ):
         app.register_blueprint(blueprint)
     # The API authenticates with bearer tokens, never cookies, so cross-site forgery has

@@ -53,6 +53,7 @@ def load_demo(session: Session, *, password: str | None = None) -> list[str]:
     generated = None if password is not None else secrets.token_urlsafe(12)
     with replayed_time(founded):
         created = _create_network(session, password or generated, report)
+        _create_freezers(session)
     for username, *_ in USERS:
         if password is not None and username not in created:
             user = session.scalar(select(User).where(User.username == username))
@@ -97,3 +98,12 @@ def _create_network(session: Session, password: str, report: list[str]) -> list[
             )
             created.append(username)
     return created
+
+
+def _create_freezers(session: Session) -> None:
+    """Each site's biobank manager sets up the site's freezers (kept if they exist)."""
+    from lims.demo_storage import build_freezers
+
+    for username, _, role, _ in USERS:
+        if role is Role.MANAGER:
+            build_freezers(session, session.scalar(select(User).where(User.username == username)))

@@ -26,12 +26,14 @@ from lims.custody.domain import Action, Kind
 from lims.custody.models import Item
 from lims.custody.services import Move, perform_action
 from lims.db import replayed_time, utcnow
+from lims.demo_storage import box_for
 from lims.followup import services as followup
 from lims.manufacturing import services as manufacturing
 from lims.patients import services as patients
 from lims.patients.models import Episode, Patient
 from lims.shipments import excursions, receipt
 from lims.shipments import services as shipping
+from lims.storage import services as storage
 
 #: Where the academic product is made: the cell therapy facility at Rigshospitalet.
 FACILITY = "RH"
@@ -106,6 +108,13 @@ class Demo:
 
     def act(self, who: User, item: Item, action: Action, **options) -> None:
         perform_action(self.session, actor=who, code=item.code, action=action, **options)
+
+    def store(self, who: User, item: Item) -> None:
+        """Into the first box of the site's freezer for this material with a free place."""
+        box = box_for(self.session, who.site.code, item.material_type.value)
+        storage.place_item(
+            self.session, actor=who, item_scan=item.code, box_scan=box, manual=False
+        )
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -260,7 +269,7 @@ class Demo:
                 unit="mL",
                 material_type=material,
             ):
-                self.act(who, child, Action.STORE, move=Move(location="-150 °C freezer 3"))
+                self.store(who, child)
 
 
 # -- the episodes ---------------------------------------------------------------------------
@@ -323,7 +332,7 @@ def episode_script(demo: Demo, spec: tuple, cpr: str, consent_genetic: bool) -> 
         return
     if stage == "cryopreserved":
         yield demo.day(start, "15:00")
-        demo.act(demo.tech(site), apheresis, Action.STORE, move=Move(location="LN2 tank 2, rack C"))
+        demo.store(demo.tech(site), apheresis)
         return
 
     # The collection goes to the facility: by courier, or by porter within Rigshospitalet.
@@ -406,7 +415,7 @@ def episode_script(demo: Demo, spec: tuple, cpr: str, consent_genetic: bool) -> 
             outbound,
             logger_csv(demo.day(start - 23, "08:00"), 26, lambda s: -183.0 + s % 5 / 2),
         )
-    demo.act(demo.tech(site), bag, Action.STORE, move=Move(location="Vapour-phase LN2 tank 1"))
+    demo.store(demo.tech(site), bag)
     if stage == "stored at site":
         return
     if stage == "issued to ward":

@@ -20,6 +20,7 @@ NAVIGATION: list[tuple[str, str]] = [
     ("home.index", "Home"),
     ("bench.scan", "Scan"),
     ("shipments.index", "Shipments"),
+    ("storage.index", "Storage"),
     ("manufacturing.index", "Manufacturing"),
     ("bench.bedside", "Bedside check"),
     ("followup.worklist", "Follow-up"),
@@ -115,6 +116,7 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(local_time, "local_time")
     # Globals reach imported macros (lims/templates/_identifiers.html) without "with context".
     app.add_template_global(eye_readable, "eye_readable")
+    app.add_template_global(user_may, "user_may")
 
     @app.context_processor
     def navigation() -> dict[str, Any]:

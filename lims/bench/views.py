@@ -24,6 +24,7 @@ from lims.custody.domain import Action, Kind, State, available_actions
 from lims.custody.models import Item
 from lims.custody.services import Move, find_item, second_person_step
 from lims.errors import DomainError, ValidationError
+from lims.storage.services import location_of, store_by_scan
 
 bp = Blueprint("bench", __name__, template_folder="templates")
 
@@ -146,6 +147,18 @@ def act(code: str, action: str):
         return _action_page(item, step, wanted, witness_needed)
     try:
         values = _inputs(wanted)
+        if Need.LOCATION in wanted:
+            placement = store_by_scan(
+                db_session,
+                actor=current_user,
+                item=item,
+                location=values["location"],
+                position=_text("position", 8) or None,
+            )
+            if placement is not None:
+                where = location_of(placement.box, placement.position)
+                flash(f"{item.code}: {placement.action.label.lower()} – {where}.", "success")
+                return redirect(url_for("bench.scan", code=item.code, **{"from": "link"}))
         witness = None
         if witness_needed or request.form.get("witness_username"):
             witness = confirm_second_person(

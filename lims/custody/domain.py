@@ -120,6 +120,9 @@ class Action(StrEnum):
     DISTRIBUTE = "distribute"
     CHECK_OUT = "check_out"
     RETURN_TO_STORAGE = "return_to_storage"
+    #: Takes back a placement made by mistake while filling a box (the tube goes back to
+    #: registered, its position is free again); the events of both steps stay on record.
+    UNDO_STORE = "undo_store"
     DISCARD = "discard"
     LOSE = "lose"
 
@@ -268,6 +271,7 @@ TRANSITIONS: dict[Kind, dict[Action, Transition]] = {
         Action.DISTRIBUTE: _t({S.PICKED, S.IN_TRANSIT}, S.DISTRIBUTED, guards=(not_on_hold,)),
         Action.CHECK_OUT: _t({S.STORED}, S.CHECKED_OUT),
         Action.RETURN_TO_STORAGE: _t({S.CHECKED_OUT}, S.STORED),
+        Action.UNDO_STORE: _t({S.STORED}, S.REGISTERED, internal=True, needs_reason=True),
         Action.CONSUME: _t({S.CHECKED_OUT}, S.CONSUMED),
         Action.DISCARD: _t(_any_open(Kind.ALIQUOT), S.DISCARDED, needs_reason=True),
         Action.LOSE: _t(_any_open(Kind.ALIQUOT), S.LOST, needs_reason=True),

@@ -265,6 +265,7 @@ LEAVES_STORAGE = frozenset(
         Action.RETURN,
         Action.HAND_OVER,
         Action.DISTRIBUTE,
+        Action.UNDO_STORE,
     }
 )
 REFUSALS = {"forbidden": Forbidden, "unknown": InvalidTransition, "conflict": InvalidTransition}
@@ -417,6 +418,8 @@ def _apply(
             item.stored_at = utcnow()
     elif step in LEAVES_STORAGE:
         item.box_id = item.position = None
+        if step is Action.UNDO_STORE:
+            item.stored_at = None
 
 
 def commit_or_conflict(session: Session) -> None:

@@ -12,7 +12,11 @@
     if (!fields.length) { return; }
     // Another field the page chose (autofocus) or the user is in keeps the focus.
     var active = document.activeElement;
-    if (active && active !== document.body && active.matches("input, select, textarea")) { return; }
+    if (active && active !== document.body && active.matches("input, select, textarea")) {
+      // A scan field the page refilled after a refusal: the next scan replaces its text.
+      if (active.matches("[data-scan-field]") && active.value) { active.select(); }
+      return;
+    }
     var target = fields.filter(function (f) { return f.hasAttribute("autofocus"); })[0] || fields[0];
     // In a multi-scan form, go to the first empty scan field.
     var empty = fields.filter(function (f) { return !f.value; })[0];
@@ -35,7 +39,11 @@
     var form = field.form;
     if (!form || !form.hasAttribute("data-scan-sequence")) { return; }
     var inputs = Array.prototype.slice.call(form.querySelectorAll("input:not([type=hidden]), textarea"));
-    var next = inputs.slice(inputs.indexOf(field) + 1).filter(function (f) { return !f.value; })[0];
+    // An optional field marked data-scan-skip (a position: empty means the next free one)
+    // is not waited for: Enter in the last scan submits.
+    var next = inputs.slice(inputs.indexOf(field) + 1).filter(function (f) {
+      return !f.value && !f.hasAttribute("data-scan-skip");
+    })[0];
     if (next) {
       event.preventDefault();
       next.focus();
@@ -73,6 +81,11 @@
       tone.stop(context.currentTime + 0.6);
     } catch (ignored) { /* sound is a courtesy; the banner is the message */ }
   }
+
+  // Print buttons (a box map on paper for the freezer door); no inline script under the CSP.
+  document.addEventListener("click", function (event) {
+    if (event.target.closest && event.target.closest("[data-print]")) { window.print(); }
+  });
 
   document.addEventListener("DOMContentLoaded", function () {
     if (document.querySelector("[data-alert]")) { beep(); }

@@ -118,11 +118,15 @@ class Box(Base):
 
     @property
     def size(self) -> int:
-        geometry = self.geometry
-        return geometry.capacity if geometry else int(self.capacity or 0)
+        return box_size(self.box_type, self.capacity)
 
     @property
     def path(self) -> str:
         """Unit / rack / box, as printed in exports and shown on the item card."""
         parts = [self.unit.code, self.rack.code if self.rack else None, self.code]
         return " / ".join(part for part in parts if part)
+
+
+def box_size(box_type: str | None, capacity: int | None) -> int:
+    """The places of a box of this type, or of a container with this capacity."""
+    return BOX_TYPES[box_type].capacity if box_type else int(capacity or 0)

@@ -31,15 +31,17 @@ from lims.storage.models import Box, Rack, RackKind, StorageUnit, UnitType
 BENCH = (Role.TECHNICIAN, Role.MANAGER)
 #: Codes printed on storage labels: letters, digits and - _ . (scanners send them as they are).
 CODE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,39}")
+#: A unit's code is shorter: it heads every location path printed on a label.
+UNIT_CODE_LENGTH = StorageUnit.__table__.c.code.type.length
 #: States in which an item sits in its box (a move takes it along).
 IN_BOX = (State.STORED, State.RESERVED)
 
 
-def _code(text: str, field: str) -> str:
+def _code(text: str, field: str, longest: int = 40) -> str:
     code = (text or "").strip().upper()
-    if not CODE.fullmatch(code):
+    if not CODE.fullmatch(code) or len(code) > longest:
         raise ValidationError(
-            "A storage code is 1-40 letters, digits, '-', '_' or '.'.", field=field
+            f"A storage code is 1-{longest} letters, digits, '-', '_' or '.'.", field=field
         )
     return code
 
@@ -84,8 +86,11 @@ def create_unit(
     temperature_class: TemperatureClass | str,
     site_code: str | None = None,
 ) -> StorageUnit:
-    """A storage unit (tank, freezer, fridge) at the manager's site (or a named one)."""
-    actor = _manager(actor)
+    """A storage unit (tank, freezer, fridge) at the person's site (or a named one).
+
+    Setting up a new freezer is bench work (technicians and managers); changing or retiring
+    what exists is a manager's (:mod:`lims.storage.editing`)."""
+    actor = _person(actor)
     try:
         kind, temperature = UnitType(unit_type), TemperatureClass(temperature_class)
     except ValueError:
@@ -98,7 +103,7 @@ def create_unit(
     site = site_by_code(session, site_code) if site_code else actor.site
     unit = StorageUnit(
         site_id=site.id,
-        code=_code(code, "code"),
+        code=_code(code, "code", longest=UNIT_CODE_LENGTH),
         name=name.strip()[:100],
         unit_type=kind,
         temperature_class=temperature,
@@ -117,7 +122,7 @@ def create_rack(
     kind: RackKind | str = RackKind.RACK,
     ordinal: int = 1,
 ) -> Rack:
-    actor = _manager(actor)
+    actor = _person(actor)
     unit = unit_by_code(session, unit_code)
     _same_site(actor, unit)
     try:
@@ -146,6 +151,8 @@ def create_box(
     actor = _person(actor)
     unit = unit_by_code(session, unit_code)
     _same_site(actor, unit)
+    if not unit.active:
+        raise Conflict(f"{unit.code} is out of use; it takes nothing new.", field="unit")
     rack = None
     if rack_code:
         rack = rack_by_code(session, rack_code)
@@ -272,7 +279,7 @@ def _step_into_storage(item: Item) -> Action:
     return Action.STORE
 
 
-def _check_place(session: Session, actor: User, item: Item, box: Box) -> None:
+def check_place(session: Session, actor: User, item: Item, box: Box) -> None:
     if not (box.active and box.unit.active):
         raise Conflict(f"{box.code} is out of use ({box.unit.code} takes nothing new).")
     if box.unit.site_id != actor.site_id:
@@ -301,16 +308,20 @@ def place_item(
     box_scan: str,
     position: str | None = None,
     manual: bool = True,
+    after: int = 0,
 ) -> Placement:
     """Put the scanned item into the scanned box: at the position given (``A1``, ``A01``, ``12``)
-    or the next free one. Refuses an occupied position, a full box, the wrong temperature, a box
-    at another site. The step is store, move or return to storage, as the item's state says."""
+    or the next free one (after ``after`` while a box is filled tube by tube). Refuses an
+    occupied position, a full box, the wrong temperature, a box at another site. The step is
+    store, move or return to storage, as the item's state says."""
     actor = _person(actor)
     item = find_item(session, item_scan, for_update=True, manual=manual)
     box = box_by_code(session, box_scan, for_update=True)
-    _check_place(session, actor, item, box)
+    check_place(session, actor, item, box)
     index: int | None = None
     if box.geometry is not None:
+        if not position and item.box_id == box.id and item.state is State.CHECKED_OUT:
+            position = str(item.position)  # back where it came from: its place was kept
         if position:
             try:
                 index = box.geometry.index(position)
@@ -324,8 +335,14 @@ def place_item(
                     f"{box.code} {box.geometry.name(index)} holds {holder.code} already.",
                     field="position",
                 )
+        elif item.state in IN_BOX and item.box_id == box.id:
+            # A second scan of a tube that is in this box is a slip or a double read; moving
+            # it within the box takes a position.
+            raise Conflict(f"{item.code} is in {location_of(box, item.position)} already.")
         else:
-            index = next_free_position(session, box)
+            index = next_free_position(session, box, after=after)
+            if index is None and after:
+                index = next_free_position(session, box)  # wrap round to the first gap
             if index is None:
                 raise Conflict(f"{box.code} is full ({box.size} positions).", field="box")
     else:
@@ -362,6 +379,33 @@ def place_item(
     return Placement(item, box, index, step)
 
 
+def store_by_scan(
+    session: Session, *, actor: User, item: Item, location: str, position: str | None
+) -> Placement | None:
+    """The bench's store and return steps: a scanned box label places the item in that box
+    (at the position given, or its kept one, or the next free one). Free text is taken only
+    where the site has set up no storage units yet (None: the caller records the text)."""
+    scanned = (location or "").strip().upper()
+    if session.scalar(select(Box.id).where(Box.code == scanned)):
+        return place_item(
+            session,
+            actor=actor,
+            item_scan=item.code,
+            box_scan=scanned,
+            position=position,
+            manual=False,
+        )
+    has_storage = session.scalar(
+        select(StorageUnit.id).where(StorageUnit.site_id == actor.site_id).limit(1)
+    )
+    if has_storage:
+        raise ValidationError(
+            f"{location.strip()[:40]} is not a box label: scan the box it goes in.",
+            field="location",
+        )
+    return None
+
+
 def storage_settings() -> dict:
     return current_app.config["LIMS"]["storage"]
 
@@ -388,28 +432,67 @@ def move_box(
     rack = rack_by_code(session, rack_code) if rack_code else None
     if rack is not None and rack.unit_id != unit.id:
         raise ValidationError(f"Rack {rack.code} is not in {unit.code}.", field="rack")
-    items = list(session.scalars(select(Item).where(Item.box_id == box.id).order_by(Item.position)))
-    for item in items:
-        why = suitable(item.material_type.value, unit.temperature_class)
-        if why:
-            raise Conflict(
-                f"Nothing moved: {unit.code} is the wrong temperature for {item.code}: {why}"
-            )
+    refuse_unsuitable(session, [box], unit)
     # The columns, not the relationships: the audit rows read the columns' history.
     box.unit_id, box.rack_id = unit.id, rack.id if rack else None
     audit.record_changes(session, box, actor=actor, action="move", reason=reason)
+    moved = move_contents(session, actor, [box], reason or f"box {box.code} moved")
+    commit_or_conflict(session)
+    return moved
+
+
+def items_in(session: Session, boxes: list[Box]) -> list[Item]:
+    """Everything that holds a place in these boxes, box by box in position order."""
+    if not boxes:
+        return []
+    order = {box.id: n for n, box in enumerate(boxes)}
+    found = session.scalars(
+        select(Item).where(Item.box_id.in_(list(order))).order_by(Item.position, Item.id)
+    )
+    return sorted(found, key=lambda item: order[item.box_id])
+
+
+def unsuitable(
+    session: Session, boxes: list[Box], temperature: TemperatureClass
+) -> list[tuple[Item, str]]:
+    """The items of these boxes that may not be kept at this temperature, and why."""
+    found = []
+    for item in items_in(session, boxes):
+        why = suitable(item.material_type.value, temperature)
+        if why:
+            found.append((item, why))
+    return found
+
+
+def refuse_unsuitable(session: Session, boxes: list[Box], unit: StorageUnit) -> None:
+    found = unsuitable(session, boxes, unit.temperature_class)
+    if found:
+        item, why = found[0]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise Conflict(
+            f"Nothing moved: {unit.code} is the wrong temperature for {item.code}{more}: {why}"
+        )
+
+
+def move_contents(session: Session, actor: User, boxes: list[Box], reason: str) -> list[Item]:
+    """After boxes changed place (their columns set and audited): a MOVE event for each item
+    in them, without committing. A checked-out tube has no event: its place moves with the box
+    and it returns there."""
     session.flush()
-    session.expire(box, ["unit", "rack"])  # the new place, for the items' locations
+    for box in boxes:
+        session.expire(box, ["unit", "rack"])  # the new place, for the items' locations
     moved = []
-    for item in items:
+    boxes_by_id = {box.id: box for box in boxes}
+    for item in items_in(session, boxes):
         if item.state not in IN_BOX:
-            continue  # checked out: its place moves with the box, the tube is elsewhere now
+            continue
+        box = boxes_by_id[item.box_id]
         perform_action(
             session,
             actor=actor,
             code=item.code,
             action=Action.MOVE,
-            reason=reason or f"box {box.code} moved",
+            reason=reason,
             move=Move(
                 location=location_of(box, item.position), box_id=box.id, position=item.position
             ),
@@ -417,5 +500,4 @@ def move_box(
             commit=False,
         )
         moved.append(item)
-    commit_or_conflict(session)
     return moved

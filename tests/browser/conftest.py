@@ -26,6 +26,16 @@ CHROMIUM_ARGS = [
 ]
 
 
+def pytest_configure(config):
+    # Assertions wait as long as actions do: two cores shared with other work can make a page
+    # load take seconds, and a slow page is not a failed one.
+    try:
+        from playwright.sync_api import expect
+    except ImportError:  # pragma: no cover - the test extra installs it
+        return
+    expect.set_options(timeout=10_000)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/browser/" in str(item.fspath):

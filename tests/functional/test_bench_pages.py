@@ -168,7 +168,7 @@ def test_a_step_that_needs_a_reason_or_a_second_scan_asks_for_it(app, client, pe
     item = collection(app, people)
     log_in(client, people["tech"].username)
     form = client.get(f"/scan/{item.code}/store").get_data(as_text=True)
-    assert "Scan the storage place" in form and "data-scan-field" in form
+    assert "Scan the box" in form and "data-scan-field" in form
     missing = post(client, f"/scan/{item.code}/store", location="")
     assert missing.status_code == 422 and "Scan the place" in missing.get_data(as_text=True)
     post(client, f"/scan/{item.code}/store", location="LN2 tank 2 / rack B")

@@ -36,8 +36,10 @@ def actor(session, person: SimpleNamespace) -> User:
 
 
 def cpr(n: int) -> str:
-    """A CPR number with a real birth date (1 Jan 1960 + n years); mod 11 may warn."""
-    return f"0101{60 + n:02d}1{n:03d}"
+    """A CPR number with a real birth date, distinct for n up to 1,000: 1 Jan 1960 + n years
+    for n below 40, then the next days of January; mod 11 may warn."""
+    day, year = 1 + (n // 40) % 28, 60 + n % 40
+    return f"{day:02d}01{year:02d}1{n % 1000:03d}"
 
 
 def new_episode(session, tech: User, *, n: int = 1, product: str = "Yescarta"):

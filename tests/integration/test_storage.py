@@ -79,19 +79,30 @@ def events(session, item, action=None) -> list[CustodyEvent]:
     return list(session.scalars(query.order_by(CustodyEvent.id)))
 
 
-def test_the_hierarchy_is_set_up_by_managers_with_unique_codes(app, people):
+def test_the_hierarchy_is_set_up_at_the_bench_with_unique_codes(app, people):
     with app.app_context():
         session = lims_db.session()
         manager, tech = actor(session, people["manager"]), actor(session, people["tech"])
+        researcher = actor(session, people["researcher"])
         with pytest.raises(Forbidden):
             storage.create_unit(
                 session,
-                actor=tech,
+                actor=researcher,
                 code="X",
                 name="x",
                 unit_type="freezer",
                 temperature_class="minus_80",
             )
+        storage.create_unit(
+            session,
+            actor=actor(session, people["elsewhere"]),
+            code="OUH-F",
+            name="Odense freezer",
+            unit_type="freezer",
+            temperature_class="minus_80",
+        )
+        with pytest.raises(Forbidden, match="OUH-F is at OUH"):
+            storage.create_rack(session, actor=tech, unit_code="OUH-F", code="R")
         freezer(session, manager)
         with pytest.raises(Conflict, match="exists already"):
             freezer(session, manager)

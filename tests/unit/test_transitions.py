@@ -107,13 +107,15 @@ EXPECTED = {
         "distribute": ({"picked", "in_transit"}, "distributed", BENCH, {"hold"}, False),
         "check_out": ({"stored"}, "checked_out", BENCH, set(), False),
         "return_to_storage": ({"checked_out"}, "stored", BENCH, set(), False),
+        # Only the undo at the bench takes a fresh placement back (its own service).
+        "undo_store": ({"stored"}, "registered", BENCH, set(), True),
         "consume": ({"checked_out"}, "consumed", BENCH, set(), False),
         "discard": (ANY_OPEN, "discarded", BENCH, set(), False),
         "lose": (ANY_OPEN, "lost", BENCH, set(), False),
     },
 }
 
-NEEDS_REASON = {"discard", "lose", "return", "unreserve"}
+NEEDS_REASON = {"discard", "lose", "return", "unreserve", "undo_store"}
 SIGNATURES = {("product_bag", "release"): "released", ("product_bag", "infuse"): "administered"}
 
 #: Facts under which every guard passes.
