@@ -219,6 +219,28 @@ LOGGER_FILE = Body(
     Field("filename", "string", max_length=200, description="The file's name, for the record."),
 )
 
+# -- storage -----------------------------------------------------------------------------------
+
+PLACEMENT = Body(
+    "StoragePlacement",
+    SCAN,
+    Field("box", "string", required=True, max_length=100, description="The box's code."),
+    Field(
+        "position",
+        "string",
+        max_length=10,
+        description="A1, A01 or, numbered, 12. Absent: the next free position (a checked-out "
+        "tube: its own). Only for boxes with positions.",
+    ),
+)
+
+BOX_MOVE = Body(
+    "BoxMove",
+    Field("unit", "string", required=True, max_length=100, description="The unit it goes to."),
+    Field("rack", "string", max_length=100, description="The rack in that unit; absent: none."),
+    Field("reason", "string", max_length=2000, description="Why, for every item's record."),
+)
+
 ALL = (
     ACTION,
     PATIENT,
@@ -238,4 +260,6 @@ ALL = (
     RECEIPT_SCAN,
     RECEIPT,
     LOGGER_FILE,
+    PLACEMENT,
+    BOX_MOVE,
 )

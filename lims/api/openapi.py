@@ -18,6 +18,7 @@ from flask import Flask
 from lims.api import bodies
 from lims.api.payload import Body
 from lims.api.schemas import COMPONENTS, INTEGER, STRING, enum, ref
+from lims.api.storage_schemas import STORAGE_SCHEMAS
 from lims.auth.access import PUBLIC, declared_access
 from lims.auth.models import Role
 from lims.custody.domain import Action
@@ -44,6 +45,8 @@ document) with `Authorization: Bearer <token>` (`lims create-token USER`).
   or hyphens. Bag and tube codes in a body (`scan`) are taken the same way as in the path.
 * Researchers see aliquots only, reduced: no calendar dates, no people, no Chain of Identity.
   No answer except the identity endpoint ever holds a CPR number, a name or a birth date.
+* Storage (units, racks, boxes and what they hold) is for the staff of the site where it
+  stands, researchers excepted. Placing and moving are custody steps like any other.
 """
 
 PARAMETERS: dict[str, dict[str, Any]] = {
@@ -55,6 +58,11 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "hold_id": {"schema": INTEGER, "description": "The hold's id (item JSON, holds[].id)."},
     #: The same name means something else under another first path segment.
     "shipments:code": {"schema": STRING, "description": "Shipment code as on its label."},
+    "storage:code": {
+        "schema": STRING,
+        "description": "Code of a storage unit, rack or box as on its label (here: a box's "
+        "where the path says boxes).",
+    },
 }
 
 #: Query parameters, all optional.
@@ -64,6 +72,11 @@ QUERY_PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "Site code; default your own. Technicians: their own site only.",
     },
     "filename": {"schema": STRING, "description": "The logger file's name, for the record."},
+    "kind": {
+        "schema": enum(("unit", "rack", "box")),
+        "description": "Which kind of place the code names; needed only when a unit, a rack "
+        "or a box share the code (otherwise 409).",
+    },
 }
 
 #: Request bodies sent as they are rather than as JSON, by media type.
@@ -219,13 +232,37 @@ OPERATIONS: tuple[Operation, ...] = (
         "Shipments", "LoggerUploadResult", body=bodies.LOGGER_FILE, errors=(*WRITE, 413),
         query=("filename",), raw="text/csv",
     ),
+    Operation(
+        "get", "/storage/locations/{code}", "storage_location",
+        "A storage unit (racks, boxes, fill), rack (boxes, fill) or box (geometry, fill)",
+        "Storage", "StorageLocation", errors=(*READ, 409), query=("kind",),
+    ),
+    Operation(
+        "get", "/storage/boxes/{code}/contents", "box_contents",
+        "A box's content in position order, empty positions included", "Storage",
+        "BoxContents", errors=READ,
+    ),
+    Operation(
+        "get", "/items/{code}/location", "item_location", "Where a bag or tube is stored",
+        "Storage", "ItemLocation", errors=READ,
+    ),
+    Operation(
+        "post", "/storage/placements", "place_item",
+        "Put a bag or tube into a box: store, move or return to storage", "Storage",
+        "PlacementResult", 201, bodies.PLACEMENT, WRITE,
+    ),
+    Operation(
+        "post", "/storage/boxes/{code}/move", "move_box",
+        "Move a box with its content (one custody event per item, all or nothing)",
+        "Storage", "BoxMoveResult", body=bodies.BOX_MOVE, errors=WRITE,
+    ),
 )  # fmt: skip
 
 ERRORS = {
     400: "The body is not a JSON object (or not of the media type the route takes).",
     401: "No token, or a wrong or revoked one.",
     403: "Your role (or site) may not do this.",
-    404: "No such item, patient, episode, lot, hold, shipment or site.",
+    404: "No such item, patient, episode, lot, hold, shipment, site, storage unit, rack or box.",
     409: "Refused by the state machine, a guard or a clash; the message says why.",
     413: "The request is larger than the server accepts at all.",
     422: "A value is missing, unknown, of the wrong type or wrong (the key is in 'field').",
@@ -297,6 +334,7 @@ def build_document(app: Flask) -> dict[str, Any]:
     for operation in OPERATIONS:
         paths.setdefault(PREFIX + operation.path, {})[operation.method] = describe(app, operation)
     schemas = dict(COMPONENTS)
+    schemas.update(STORAGE_SCHEMAS)
     schemas.update({body.name: body.schema() for body in bodies.ALL})
     return {
         "openapi": "3.0.3",

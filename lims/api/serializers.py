@@ -54,6 +54,20 @@ RESEARCHER_ITEM_KEYS = (
     "actions",
 )
 
+#: An item as a box map shows it (storage answers): what it is and its timepoint, nothing that
+#: leads to the patient, no dates.
+STORED_ITEM_KEYS = (
+    "code",
+    "check_character",
+    "kind",
+    "material_type",
+    "state",
+    "timepoint",
+    "timepoint_day",
+    "quantity",
+    "unit",
+)
+
 
 def iso(value: datetime | date | None) -> str | None:
     if value is None:

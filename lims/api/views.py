@@ -411,5 +411,5 @@ def followup_worklist():
     return jsonify(worklist_json(work))
 
 
-# The shipment routes live in their own module on this blueprint.
-from lims.api import shipments  # noqa: E402, F401
+# The shipment and storage routes live in their own modules on this blueprint.
+from lims.api import shipments, storage  # noqa: E402, F401
