@@ -100,6 +100,7 @@ def _register_blueprints(app: Flask) -> None:
     from lims.home.views import bp as home_bp
     from lims.manufacturing.views import bp as manufacturing_bp
     from lims.shipments.views import bp as shipments_bp
+    from lims.storage.verification_views import bp as storage_verify_bp
     from lims.storage.views import bp as storage_bp
 
     for blueprint in (
@@ -114,6 +115,7 @@ def _register_blueprints(app: Flask) -> None:
         followup_bp,
         history_bp,
         storage_bp,
+        storage_verify_bp,
     ):
         app.register_blueprint(blueprint)
     # The API authenticates with bearer tokens, never cookies, so cross-site forgery has

@@ -15,6 +15,7 @@ from lims.custody.models import (
 from lims.patients.models import Episode, Patient
 from lims.shipments.models import Shipment, ShipmentLine, TemperatureReading
 from lims.storage.models import Box, Rack, StorageUnit
+from lims.storage.verification_models import RackVerification, RackVerificationLine  # noqa: F401
 
 protect(AuditEntry, CustodyEvent, ESignature)
 
