@@ -98,6 +98,7 @@ def _register_blueprints(app: Flask) -> None:
     from lims.followup.views import bp as followup_bp
     from lims.history.views import bp as history_bp
     from lims.home.views import bp as home_bp
+    from lims.imports.views import bp as imports_bp
     from lims.manufacturing.views import bp as manufacturing_bp
     from lims.shipments.views import bp as shipments_bp
     from lims.storage.verification_views import bp as storage_verify_bp
@@ -116,6 +117,7 @@ def _register_blueprints(app: Flask) -> None:
         history_bp,
         storage_bp,
         storage_verify_bp,
+        imports_bp,
     ):
         app.register_blueprint(blueprint)
     # The API authenticates with bearer tokens, never cookies, so cross-site forgery has

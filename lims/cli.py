@@ -17,6 +17,7 @@ from sqlalchemy import select
 from lims import db, migrate
 from lims.audit.cli import audit_group
 from lims.errors import DomainError
+from lims.imports.cli import import_group
 
 
 def _fail(exc: DomainError) -> None:
@@ -204,6 +205,7 @@ def register_commands(app: Flask) -> None:
     for command in (
         db_group,
         audit_group,
+        import_group,
         create_site,
         create_user,
         create_token,

@@ -1,0 +1,1 @@
+"""Imports from CSV/XLSX files: a whole freezer layout, and an existing inventory of tubes."""
