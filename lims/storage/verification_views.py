@@ -22,7 +22,7 @@ from lims import db
 from lims.auth.access import allow
 from lims.auth.models import Role
 from lims.errors import DomainError
-from lims.storage import rackscan, verification
+from lims.storage import rackscan, verification, verification_accept
 from lims.storage.verification_models import (
     Finding,
     RackVerification,
@@ -211,7 +211,7 @@ def accept(verification_id: int) -> Any:
         _flash_form_errors(form)
         return back
     try:
-        accepted = verification.accept_verification(
+        accepted = verification_accept.accept_verification(
             db.session(),
             actor=current_user,
             verification_id=verification_id,
@@ -223,7 +223,8 @@ def accept(verification_id: int) -> Any:
         flash(exc.message, "error")
         return back
     resolutions = [line.resolution or "" for line in accepted.lines]
-    moved = sum(1 for text in resolutions if text.startswith(tuple(verification.DONE.values())))
+    done = tuple(verification_accept.DONE.values())
+    moved = sum(1 for text in resolutions if text.startswith(done))
     lost = resolutions.count("recorded lost")
     flash(
         f"Report accepted and signed: {moved} tube(s) recorded where the scanner read them, "

@@ -18,6 +18,7 @@ from lims.errors import Conflict, Forbidden, ValidationError
 from lims.patients.models import Patient
 from lims.storage import services as storage
 from lims.storage import verification as service
+from lims.storage import verification_accept as accepting
 from lims.storage.rackscan import RackScanError
 from lims.storage.verification_models import (
     Finding,
@@ -130,7 +131,7 @@ def test_a_scan_as_recorded_is_clean_at_once(app, people):
         assert json.loads(row.new_value)["status"] == "clean"
         assert row.reason == "rack scan scan.csv: 3 matched"
         with pytest.raises(Conflict, match="nothing to accept"):
-            service.accept_verification(
+            accepting.accept_verification(
                 session,
                 actor=actor(session, people["manager"]),
                 verification_id=report.id,
@@ -230,7 +231,7 @@ def test_acceptance_relocates_with_custody_events_and_audit_rows(app, people):
         session = lims_db.session()
         manager, _, report, t = discrepancies(session, people)
         gone = report.lines_of(Finding.MISSING)[0]
-        accepted = service.accept_verification(
+        accepted = accepting.accept_verification(
             session,
             actor=manager,
             verification_id=report.id,
@@ -282,7 +283,7 @@ def test_acceptance_relocates_with_custody_events_and_audit_rows(app, people):
         )
         assert {"unplace", "move"} <= {row.action for row in item_rows}
         with pytest.raises(Conflict, match="accepted already"):
-            service.accept_verification(
+            accepting.accept_verification(
                 session, actor=manager, verification_id=report.id, password=PASSWORD
             )
 
@@ -293,7 +294,7 @@ def test_two_swapped_tubes_are_swapped_back_in_the_records(app, people):
         manager, tech, (a, b, c) = setup(session, people)
         report = verify(session, tech, {"A1": b.code, "A2": a.code, "A3": c.code})
         assert {line.finding for line in report.discrepancies} == {Finding.MISPLACED}
-        service.accept_verification(
+        accepting.accept_verification(
             session, actor=manager, verification_id=report.id, password=PASSWORD
         )
         assert place(session, a)[:2] == (report.box_id, 2)
@@ -309,21 +310,21 @@ def test_refusals_of_the_acceptance_change_nothing(app, people):
         gone = report.lines_of(Finding.MISSING)[0]
         before = counts(session)
         with pytest.raises(Forbidden):
-            service.accept_verification(
+            accepting.accept_verification(
                 session, actor=tech, verification_id=report.id, password=PASSWORD,
                 missing={gone.id: "lost"},
             )  # fmt: skip
         with pytest.raises(ValidationError, match="Choose for"):
-            service.accept_verification(
+            accepting.accept_verification(
                 session, actor=manager, verification_id=report.id, password=PASSWORD
             )
         with pytest.raises(ValidationError, match="password for the signature is wrong"):
-            service.accept_verification(
+            accepting.accept_verification(
                 session, actor=manager, verification_id=report.id, password="wrong",
                 missing={gone.id: "lost"},
             )  # fmt: skip
         with pytest.raises(ValidationError, match="does not miss"):
-            service.accept_verification(
+            accepting.accept_verification(
                 session, actor=manager, verification_id=report.id, password=PASSWORD,
                 missing={gone.id: "lost", 999_999: "lost"},
             )  # fmt: skip
@@ -343,7 +344,7 @@ def test_refused_when_the_box_changed_since_the_scan(app, people):
         storage.place_item(session, actor=tech, item_scan=late.code, box_scan="BOX-1")
         before = counts(session)
         with pytest.raises(Conflict, match="scan the box again"):
-            service.accept_verification(
+            accepting.accept_verification(
                 session, actor=manager, verification_id=report.id, password=PASSWORD,
                 missing={line.id: "leave" for line in report.lines_of(Finding.MISSING)},
             )  # fmt: skip
@@ -365,7 +366,7 @@ def test_a_new_scan_supersedes_the_pending_report(app, people):
             VerificationStatus.CLEAN,
         )
         with pytest.raises(Conflict, match="newer scan"):
-            service.accept_verification(
+            accepting.accept_verification(
                 session, actor=manager, verification_id=first.id, password=PASSWORD
             )
         assert [v.id for v in service.verifications_of_box(
@@ -380,11 +381,11 @@ def test_a_tube_cannot_take_the_place_of_a_missing_tube_left_there(app, people):
         report = verify(session, tech, {"A1": b.code, "A2": "", "A3": "NO READ"})
         gone = report.lines_of(Finding.MISSING)[0]
         with pytest.raises(Conflict, match=f"A1 is recorded as the place of {a.code}"):
-            service.accept_verification(
+            accepting.accept_verification(
                 session, actor=manager, verification_id=report.id, password=PASSWORD,
                 missing={gone.id: "leave"},
             )  # fmt: skip
-        service.accept_verification(
+        accepting.accept_verification(
             session, actor=manager, verification_id=report.id, password=PASSWORD,
             missing={gone.id: "lost"},
         )  # fmt: skip
@@ -407,7 +408,7 @@ def test_a_checked_out_tube_found_back_is_returned_and_a_wrong_temperature_is_on
         (plasma,) = tubes(session, tech, 1)
         report = verify(session, tech, {"A1": dna.code, "A2": plasma.code}, box_code="BOX-20")
         assert findings(report) == {("matched", "A1"): dna.code, ("unexpected", "A2"): plasma.code}
-        service.accept_verification(
+        accepting.accept_verification(
             session, actor=manager, verification_id=report.id, password=PASSWORD
         )
         assert place(session, plasma) == (None, None, State.REGISTERED)
@@ -423,7 +424,7 @@ def test_a_checked_out_tube_found_back_is_returned_and_a_wrong_temperature_is_on
             1,
         )
         (gone,) = report.lines_of(Finding.MISSING)
-        service.accept_verification(
+        accepting.accept_verification(
             session, actor=manager, verification_id=report.id, password=PASSWORD,
             missing={gone.id: "leave"},
         )  # fmt: skip
@@ -442,7 +443,7 @@ def test_two_acceptances_at_once_relocate_once(app, people, postgresql_only):  #
         swapped = sorted([a.id, b.id])
 
     def accept(job_session, who):
-        return service.accept_verification(
+        return accepting.accept_verification(
             job_session, actor=who, verification_id=report_id, password=PASSWORD
         ).status
 
