@@ -95,6 +95,7 @@ def _register_blueprints(app: Flask) -> None:
     from lims.auth.admin_views import bp as admin_bp
     from lims.auth.views import bp as auth_bp
     from lims.bench.views import bp as bench_bp
+    from lims.exports.views import bp as exports_bp
     from lims.followup.views import bp as followup_bp
     from lims.history.views import bp as history_bp
     from lims.home.views import bp as home_bp
@@ -115,6 +116,7 @@ def _register_blueprints(app: Flask) -> None:
         manufacturing_bp,
         followup_bp,
         history_bp,
+        exports_bp,
         storage_bp,
         storage_verify_bp,
         imports_bp,

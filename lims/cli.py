@@ -17,6 +17,7 @@ from sqlalchemy import select
 from lims import db, migrate
 from lims.audit.cli import audit_group
 from lims.errors import DomainError
+from lims.exports.cli import export_group
 from lims.imports.cli import import_group
 
 
@@ -205,6 +206,7 @@ def register_commands(app: Flask) -> None:
     for command in (
         db_group,
         audit_group,
+        export_group,
         import_group,
         create_site,
         create_user,

@@ -21,6 +21,7 @@ NAVIGATION: list[tuple[str, str]] = [
     ("bench.scan", "Scan"),
     ("shipments.index", "Shipments"),
     ("storage.index", "Storage"),
+    ("exports.inventory_form", "Inventory"),
     ("manufacturing.index", "Manufacturing"),
     ("bench.bedside", "Bedside check"),
     ("followup.worklist", "Follow-up"),

@@ -79,12 +79,13 @@ def test_logged_out_visitors_are_sent_to_login_or_get_401(app, client):
 
 def test_navigation_shows_each_role_its_own_links(make_user, client):
     expected = {
-        Role.ADMIN: {"Home", "Users", "Sites", "Audit trail"},
+        Role.ADMIN: {"Home", "Inventory", "Users", "Sites", "Audit trail"},
         Role.MANAGER: {
             "Home",
             "Scan",
             "Shipments",
             "Storage",
+            "Inventory",
             "Manufacturing",
             "Bedside check",
             "Follow-up",
@@ -95,11 +96,12 @@ def test_navigation_shows_each_role_its_own_links(make_user, client):
             "Scan",
             "Shipments",
             "Storage",
+            "Inventory",
             "Manufacturing",
             "Bedside check",
             "Follow-up",
         },
-        Role.RESEARCHER: {"Home"},
+        Role.RESEARCHER: {"Home", "Inventory"},
     }
     for role, links in expected.items():
         user = make_user(role.value)
