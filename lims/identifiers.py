@@ -344,7 +344,7 @@ def _din_from_scan(raw: str) -> Din:
             "bad_format",
         )
     din, flags = _din13(raw[1:14]), raw[14:]
-    if not flags.isdigit():
+    if not (flags.isascii() and flags.isdigit()):
         raise IdentifierError("The two flag characters after a DIN must be digits.", "bad_flags")
     c = mod37_2_checksum(din)
     if 60 <= int(flags) <= 96 and int(flags) != 60 + c:
@@ -434,7 +434,7 @@ def _product_from_scan(raw: str) -> ProductCode:
 
 def _expiry_from_scan(raw: str) -> Expiry:
     body = raw[2:]
-    if len(body) != 10 or not body.isdigit():
+    if len(body) != 10 or not (body.isascii() and body.isdigit()):
         raise IdentifierError("An ISBT 128 expiry is '&>' followed by 10 digits.", "bad_format")
     # c is the century: 0 = 20xx, 1 = 21xx, ...
     year = 2000 + 100 * int(body[0]) + int(body[1:3])

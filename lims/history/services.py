@@ -90,7 +90,7 @@ def shown_value(name: str, text: str | None, zone: tzinfo) -> str:
             return plain_number(Decimal(text))
         except InvalidOperation:
             return text
-    if name == "cell_count" and text.isdigit():
+    if name == "cell_count" and text.isascii() and text.isdigit():
         return f"{int(text):,}"
     return text
 

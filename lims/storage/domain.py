@@ -80,7 +80,7 @@ class Geometry:
             if row >= self.rows or not 1 <= column <= self.columns:
                 raise PositionError(f"{raw} is outside this box (A1–{self.name(self.capacity)}).")
             return row * self.columns + column
-        if raw.isdigit():
+        if raw.isascii() and raw.isdigit():  # int() takes "²" as a digit, then fails
             number = int(raw)
             if not 1 <= number <= self.capacity:
                 raise PositionError(f"Position {raw} is outside this box (1–{self.capacity}).")

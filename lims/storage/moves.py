@@ -180,6 +180,18 @@ def _place_before_move(session: Session, item: Item) -> tuple[int | None, int | 
     return (int(box_id) if box_id else None, int(position) if position else None)
 
 
+def undoable(event: CustodyEvent, actor: User) -> bool:
+    """Whether ``event`` is a placement by scan that ``actor`` may still take back: a store or
+    a move written by ``place_item`` (no reason; box, rack and evacuation moves, imports and
+    rack-scan relocations all carry one), by this person, within the window."""
+    return (
+        event.action in (Action.STORE.value, Action.MOVE.value)
+        and event.reason is None
+        and event.user_id == actor.id
+        and utcnow() - event.at <= UNDO_WINDOW
+    )
+
+
 def undo_placement(
     session: Session, *, actor: User | None, item_scan: str, event_id: int
 ) -> Undone:
@@ -194,6 +206,11 @@ def undo_placement(
         raise Conflict(
             f"Only the person who placed {item.code} can undo it, within "
             f"{int(UNDO_WINDOW.total_seconds() // 60)} minutes; move it by scanning instead."
+        )
+    if not undoable(last, actor):
+        raise Conflict(
+            f"The last step of {item.code} ({last.action}) was not a placement by scan; "
+            "move it by scanning instead."
         )
     reason = "placement undone at the bench"
     if last.action == Action.STORE.value and item.kind is Kind.ALIQUOT:
@@ -213,6 +230,8 @@ def undo_placement(
         if box is None:
             raise Conflict(f"Where {item.code} was before is not on record; move it by scanning.")
         box = box_by_code(session, box.code, for_update=True)
+        if box.geometry is not None and position is None:
+            raise Conflict(f"Where in {box.code} {item.code} was is not on record; move it.")
         holder = session.scalar(
             select(Item).where(Item.box_id == box.id, Item.position == position)
         )

@@ -241,7 +241,7 @@ def next_free_position(session: Session, box: Box, *, after: int = 0) -> int | N
             select(Item.position).where(Item.box_id == box.id, Item.position.is_not(None))
         )
     )
-    for index in range(after + 1, box.size + 1):
+    for index in range(max(after, 0) + 1, box.size + 1):
         if index not in taken:
             return index
     return None

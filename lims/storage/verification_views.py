@@ -197,7 +197,7 @@ def _missing_decisions() -> dict[int, str]:
     decisions = {}
     for name, value in request.form.items():
         line_id = name.removeprefix(MISSING_FIELD)
-        if name.startswith(MISSING_FIELD) and line_id.isdigit():
+        if name.startswith(MISSING_FIELD) and line_id.isascii() and line_id.isdigit():
             decisions[int(line_id)] = value
     return decisions
 

@@ -254,7 +254,7 @@ def evacuate(code: str):
     _own(unit.site_id, unit.code)
     form = EvacuateForm()
     form.to_unit.choices = _unit_choices(session, exclude=unit.id)
-    error = None
+    error, status = None, 200
     if form.validate_on_submit():
         try:
             done = moves.evacuate_unit(
@@ -267,7 +267,7 @@ def evacuate(code: str):
             )
         except DomainError as exc:
             session.rollback()
-            error = exc.message
+            error, status = exc.message, exc.status_code
         else:
             flash(
                 f"{done.source.code} evacuated into {done.target.code}: {done.racks} racks, "
@@ -286,7 +286,7 @@ def evacuate(code: str):
     fill = overview.fill_by_unit(session, [unit])[unit.id]
     return render_template(
         "storage/evacuate.html", unit=unit, form=form, fill=fill, error=error
-    ), (409 if error else 200)
+    ), status
 
 
 # -- racks and boxes -------------------------------------------------------------------------
@@ -423,7 +423,7 @@ def _last_placement(session) -> dict[str, Any] | None:
     if event_id is None:
         return None
     event = session.get(CustodyEvent, event_id)
-    if event is None or event.user_id != current_user.id:
+    if event is None or not moves.undoable(event, current_user):
         return None
     item = event.item
     return {"event": event, "item": item, "undo": UndoForm(item=item.code, event=event.id)}
@@ -453,7 +453,7 @@ def place():
     if request.method == "GET":
         form.item.data = request.args.get("item", "")[:40]
         form.box.data = request.args.get("box", "")[:40]
-    error = None
+    error, status = None, 200
     if form.validate_on_submit():
         try:
             placement = services.place_item(
@@ -466,20 +466,20 @@ def place():
             )
         except DomainError as exc:
             session.rollback()
-            error = exc.message
+            error, status = exc.message, exc.status_code
         else:
             return _placed(
                 placement, _event_of(session, placement), "storage.place", box=placement.box.code
             )
     elif request.method == "POST":
-        error = "Scan the item and the box."
+        error, status = "Scan the item and the box.", 422
     last = _last_placement(session)
     shown = None
     if last and last["item"].box_id:
         shown = overview.box_map(session, session.get(Box, last["item"].box_id))
     return render_template(
         "storage/place.html", form=form, error=error, last=last, map=shown
-    ), (409 if error else 200)
+    ), status
 
 
 @bp.route("/boxes/<code>/fill", methods=["GET", "POST"])
@@ -494,12 +494,13 @@ def fill(code: str):
     if last and last["item"].box_id == box.id and last["item"].position:
         after = last["item"].position
     after = request.form.get("after", type=int, default=after)
+    after = max(0, min(after, box.size))  # a hand-made form cannot point outside the box
     suggested = None
     if box.geometry is not None:
         suggested = services.next_free_position(session, box, after=after)
         if suggested is None:
             suggested = services.next_free_position(session, box)
-    error = None
+    error, status = None, 200
     if form.validate_on_submit():
         try:
             placement = services.place_item(
@@ -513,12 +514,12 @@ def fill(code: str):
             )
         except DomainError as exc:
             session.rollback()
-            error = exc.message
+            error, status = exc.message, exc.status_code
             form.item.data = ""  # the banner names it; the field waits for the next tube
         else:
             return _placed(placement, _event_of(session, placement), "storage.fill", code=box.code)
     elif request.method == "POST":
-        error = "Scan a tube."
+        error, status = "Scan a tube.", 422
     return render_template(
         "storage/fill.html",
         box=box,
@@ -528,7 +529,7 @@ def fill(code: str):
         after=after,
         suggested=suggested,
         map=overview.box_map(session, box),
-    ), (409 if error else 200)
+    ), status
 
 
 @bp.post("/undo")
@@ -539,7 +540,7 @@ def undo():
     back = request.form.get("back", "")
     if not back.startswith("/storage/"):
         back = url_for("storage.place")
-    if form.validate_on_submit() and form.event.data.isdigit():
+    if form.validate_on_submit() and form.event.data.isascii() and form.event.data.isdigit():
         try:
             done = moves.undo_placement(
                 session, actor=current_user, item_scan=form.item.data, event_id=int(form.event.data)

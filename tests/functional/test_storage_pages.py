@@ -259,3 +259,19 @@ def test_storage_is_for_bench_staff_of_the_site(app, people, stocked):
     tech = browser(app, people["tech"])
     assert tech.get("/storage/units/RH-F80-1/edit").status_code == 403
     assert tech.get("/storage/boxes/NOPE").status_code == 404
+
+
+def test_hand_made_forms_get_a_clear_answer_not_a_server_error(app, people, stocked):
+    tech = browser(app, people["tech"])
+    a = stocked[0]
+    page = post(tech, "/storage/boxes/BOX-1/fill", {"item": a, "after": "-5"},
+                form_page="/storage/boxes/BOX-1/fill")
+    assert page.status_code == 200 and state_of(app, a)[2] == 1
+    page = post(tech, "/storage/undo", {"item": a, "event": "\u00b2", "back": "/storage/place"},
+                form_page="/storage/place")
+    assert "Nothing to undo." in flashes(page, "error")
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"',
+                      tech.get("/storage/place").get_data(as_text=True)).group(1)
+    refused = tech.post("/storage/place", data={"item": stocked[1], "box": "BOX-1",
+                                                "position": "\u00b2", "csrf_token": token})
+    assert refused.status_code == 422 and "is not a position of this box" in text_of(refused)

@@ -198,3 +198,21 @@ def test_the_bench_store_step_takes_a_box_scan_once_storage_is_set_up(app, peopl
         assert item.thaw_count == 1 and item.checked_out_at is None
         (returned,) = events(session, item, "return_to_storage")
         assert returned.reason.startswith("out of storage ")
+
+
+def test_undo_takes_back_placements_by_scan_only(app, people):
+    with app.app_context():
+        session = lims_db.session()
+        manager, tech = actor(session, people["manager"]), actor(session, people["tech"])
+        freezer(session, manager)
+        freezer(session, manager, code="RH-F80-2")
+        box(session, tech)
+        (tube,) = tubes(session, tech, 1)
+        storage.place_item(session, actor=tech, item_scan=tube.code, box_scan="BOX-1")
+        storage.move_box(session, actor=tech, box_scan="BOX-1", unit_code="RH-F80-2")
+        (moved,) = events(session, tube, "move")
+        assert not moves.undoable(moved, tech)
+        with pytest.raises(Conflict, match="not a placement by scan"):
+            moves.undo_placement(session, actor=tech, item_scan=tube.code, event_id=moved.id)
+        item = session.get(Item, tube.id)
+        assert (item.box_id, item.position) == (moved.item.box_id, 1)
