@@ -132,6 +132,14 @@ class MoveBoxForm(FlaskForm):
     reason = _reason()
 
 
+class RackEditForm(FlaskForm):
+    kind = SelectField("Kind", choices=_choices(RackKind))
+    ordinal = IntegerField(
+        "Place in the unit", validators=[DataRequired(), NumberRange(1, 999)]
+    )
+    reason = _reason(required=True)
+
+
 class MoveRackForm(FlaskForm):
     unit = SelectField("To unit")
     reason = _reason(required=True)

@@ -110,8 +110,14 @@ def evacuate_unit(
         raise ValidationError("Evacuate into another unit.", field="to_unit")
     reason = _reason(reason, f"evacuating {source.code}")
     racks = list(session.scalars(select(Rack).where(Rack.unit_id == source.id)))
+    # Locked before the temperature check: a tube placed meanwhile waits, then is checked too.
     boxes = list(
-        session.scalars(select(Box).where(Box.unit_id == source.id).order_by(Box.rack_id, Box.id))
+        session.scalars(
+            select(Box)
+            .where(Box.unit_id == source.id)
+            .order_by(Box.rack_id, Box.id)
+            .with_for_update(of=Box)
+        )
     )
     warm = unsuitable(session, boxes, target.temperature_class)
     if warm and not accept_warmer:

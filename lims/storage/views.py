@@ -31,6 +31,7 @@ from lims.storage.forms import (
     MoveBoxForm,
     MoveRackForm,
     PlaceForm,
+    RackEditForm,
     RackForm,
     UndoForm,
     UnitEditForm,
@@ -300,12 +301,38 @@ def rack(code: str):
     _own(rack.unit.site_id, rack.code)
     move_form = MoveRackForm()
     move_form.unit.choices = _unit_choices(session, exclude=rack.unit_id)
+    edit_form = RackEditForm(obj=rack)
+    edit_form.kind.data = rack.kind.value
     return render_template(
         "storage/rack.html",
         rack=rack,
         fills=overview.fill_by_box(session, rack.boxes),
         move_form=move_form,
+        edit_form=edit_form,
     )
+
+
+@bp.post("/racks/<code>/edit")
+@allow(Role.MANAGER)
+def edit_rack(code: str):
+    session = db.session()
+    form = RackEditForm()
+    if form.validate_on_submit():
+        try:
+            editing.update_rack(
+                session,
+                actor=current_user,
+                code=code,
+                kind=form.kind.data,
+                ordinal=form.ordinal.data,
+                reason=form.reason.data,
+            )
+            flash(f"{code.upper()} saved.", "success")
+        except DomainError as exc:
+            session.rollback()
+            flash(exc.message, "error")
+    _flash_errors(form)
+    return redirect(url_for("storage.rack", code=code))
 
 
 @bp.post("/racks/<code>/move")

@@ -80,6 +80,14 @@ def test_a_manager_sets_up_a_freezer_and_a_technician_adds_a_box(app, people):
         form_page="/storage/units/RH-LN2-1",
     )
     assert any("capacity" in message for message in flashes(page, "error"))
+    page = post(
+        manager,
+        "/storage/racks/RH-LN2-1-T1/edit",
+        {"kind": "rack", "ordinal": "2", "reason": "renumbered"},
+        form_page="/storage/racks/RH-LN2-1-T1",
+    )
+    assert "RH-LN2-1-T1 saved." in flashes(page, "success") and "place 2" in text_of(page)
+    assert tech.post("/storage/racks/RH-LN2-1-T1/edit").status_code == 403
     unit_page = text_of(tech.get("/storage/units/RH-LN2-1"))
     assert "CAS-1" in unit_page and "0 / 5" in unit_page
     assert "RH-LN2-1" in text_of(tech.get("/storage"))
