@@ -83,7 +83,8 @@ def test_a_demo_episode_from_apheresis_to_infusion_in_the_browser(page, live_ser
     page.get_by_role("button", name="Receive").click()
     flash(page, "receive – done")
     page.get_by_role("link", name="Store…").click()
-    scan(page, "LN2-TANK-1/R3/P2")
+    scan(page, "RH-CAS-12")  # a bag cassette in the demo's LN2 tank; the next free place
+    flash(page, "store – RH-LN2-1 / RH-LN2-1-T3 / RH-CAS-12 / 1.")
     step(page, "Issue", "issue")
     step(page, "Thaw", "thaw")
     page.get_by_role("link", name="Bedside identity check").click()

@@ -8,18 +8,29 @@ from lims.auth import services
 from tests.conftest import PASSWORD
 
 ROLE_LINKS = {
-    "admin": ["Home", "Users", "Sites", "Audit trail"],
+    "admin": ["Home", "Inventory", "Users", "Sites", "Audit trail"],
     "manager": [
         "Home",
         "Scan",
         "Shipments",
+        "Storage",
+        "Inventory",
         "Manufacturing",
         "Bedside check",
         "Follow-up",
         "Audit trail",
     ],
-    "technician": ["Home", "Scan", "Shipments", "Manufacturing", "Bedside check", "Follow-up"],
-    "researcher": ["Home"],
+    "technician": [
+        "Home",
+        "Scan",
+        "Shipments",
+        "Storage",
+        "Inventory",
+        "Manufacturing",
+        "Bedside check",
+        "Follow-up",
+    ],
+    "researcher": ["Home", "Inventory"],
 }
 
 
