@@ -19,6 +19,7 @@ from lims.audit.cli import audit_group
 from lims.errors import DomainError
 from lims.exports.cli import export_group
 from lims.imports.cli import import_group
+from lims.labels.cli import labels_group
 
 
 def _fail(exc: DomainError) -> None:
@@ -208,6 +209,7 @@ def register_commands(app: Flask) -> None:
         audit_group,
         export_group,
         import_group,
+        labels_group,
         create_site,
         create_user,
         create_token,

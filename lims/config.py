@@ -103,6 +103,23 @@ DEFAULTS: dict[str, Any] = {
         #: Schedules per protocol (the episode's protocol name = a list like the default).
         "protocols": {},
     },
+    "labels": {
+        #: A folder of the site's own label templates (*.toml), read after the project's
+        #: ``labels/`` folder: a file there adds a template, or replaces one of the same name.
+        "extra_folder": "",
+        #: Zebra printers per site code: a list of {name, host, port (9100), dpi, kinds}, where
+        #: kinds are the template kinds the printer's stock takes (cryovial, product_bag, ...).
+        "printers": {},
+        #: How long to wait for a printer to accept a connection and the label data.
+        "timeout_seconds": 5.0,
+        #: Per kind of material, the custody steps refused after a label is printed until it
+        #: is scanned back on the bench (material never labelled here is not held back).
+        "verify_before": {
+            "apheresis": ["store", "ship"],
+            "product_bag": ["release", "ship", "store"],
+            "aliquot": ["store", "hand_over", "distribute"],
+        },
+    },
     "server": {
         "bind": "127.0.0.1:8000",
         "workers": 2,
