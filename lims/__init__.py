@@ -100,6 +100,7 @@ def _register_blueprints(app: Flask) -> None:
     from lims.history.views import bp as history_bp
     from lims.home.views import bp as home_bp
     from lims.imports.views import bp as imports_bp
+    from lims.labels.views import bp as labels_bp
     from lims.manufacturing.views import bp as manufacturing_bp
     from lims.shipments.views import bp as shipments_bp
     from lims.storage.verification_views import bp as storage_verify_bp
@@ -120,6 +121,7 @@ def _register_blueprints(app: Flask) -> None:
         storage_bp,
         storage_verify_bp,
         imports_bp,
+        labels_bp,
     ):
         app.register_blueprint(blueprint)
     # The API authenticates with bearer tokens, never cookies, so cross-site forgery has

@@ -12,6 +12,7 @@ from lims.custody.models import (
     ProductLot,
     QcResult,
 )
+from lims.labels.models import PrintedLabel, PrintJob  # noqa: F401
 from lims.patients.models import Episode, Patient
 from lims.shipments.models import Shipment, ShipmentLine, TemperatureReading
 from lims.storage.models import Box, Rack, StorageUnit

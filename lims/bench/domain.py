@@ -35,6 +35,10 @@ BATCH_ACTIONS = (
     Action.PICK,
 )
 
+#: The scan mode that confirms printed labels (scan-back). Not a custody step: the bench
+#: handles it before the custody actions (``lims.labels.verification``).
+CONFIRM_LABEL = "confirm_label"
+
 #: Steps that end something or cannot be undone: shown apart, in red.
 DANGEROUS = {Action.DISCARD, Action.LOSE, Action.RETURN, Action.CONSUME, Action.UNRESERVE}
 

@@ -18,12 +18,14 @@ from lims.auth.access import allow
 from lims.auth.models import Role
 from lims.auth.services import confirm_second_person
 from lims.bench import services
-from lims.bench.domain import BATCH_ACTIONS, Need, batch_action, needs
+from lims.bench.domain import BATCH_ACTIONS, CONFIRM_LABEL, Need, batch_action, needs
 from lims.custody import bedside as bedside_service
 from lims.custody.domain import Action, Kind, State, available_actions
 from lims.custody.models import Item
 from lims.custody.services import Move, find_item, second_person_step
 from lims.errors import DomainError, ValidationError
+from lims.labels.verification import verify_label
+from lims.labels.views import may_aliquot
 from lims.storage.services import location_of, store_by_scan
 
 bp = Blueprint("bench", __name__, template_folder="templates")
@@ -46,6 +48,10 @@ def _mode() -> Action | None:
     return batch_action(session.get(MODE_KEY))
 
 
+def _label_mode() -> bool:
+    return session.get(MODE_KEY) == CONFIRM_LABEL
+
+
 def _scan_page(card=None, error: str | None = None, scanned: str = "", status: int = 200):
     return (
         render_template(
@@ -54,7 +60,9 @@ def _scan_page(card=None, error: str | None = None, scanned: str = "", status: i
             error=error,
             scanned=scanned,
             mode=_mode(),
+            label_mode=_label_mode(),
             batch_actions=BATCH_ACTIONS,
+            may_aliquot=card is not None and may_aliquot(card.item),
         ),
         status,
     )
@@ -84,6 +92,8 @@ def scan_in_mode():
         code = _text("code", MAX_SCAN)
     except ValidationError as exc:
         return _scan_page(error=exc.message, status=422)
+    if _label_mode():
+        return _confirm_label(code)
     if mode is None:
         return redirect(url_for("bench.scan", code=code))
     try:
@@ -94,11 +104,24 @@ def scan_in_mode():
     return redirect(url_for("bench.scan", code=outcome.item_code, **{"from": "link"}))
 
 
+def _confirm_label(code: str):
+    """Scan-back: the printed label on the tube confirms it is the right one."""
+    try:
+        item = verify_label(db.session(), actor=current_user, scan=code)
+    except DomainError as exc:
+        return _scan_page(error=exc.message, scanned=code[:MAX_SCAN], status=exc.status_code)
+    flash(f"{item.code}: label confirmed.", "success")
+    return redirect(url_for("bench.scan", code=item.code, **{"from": "link"}))
+
+
 @bp.post("/scan/mode")
 @allow(*BENCH)
 def set_mode():
     chosen = batch_action(request.form.get("mode"))
-    if chosen is None:
+    if request.form.get("mode") == CONFIRM_LABEL:
+        session[MODE_KEY] = CONFIRM_LABEL
+        flash("Scan mode: every scan confirms the printed label of the item.", "info")
+    elif chosen is None:
         session.pop(MODE_KEY, None)
         flash("Scan mode off: a scan shows the item.", "info")
     else:

@@ -147,6 +147,9 @@ class Facts:
     bedside_check_passed: bool = False
     thawed_at: datetime | None = None
     max_minutes_after_thaw: int = 30
+    #: The steps (action values) the configuration holds back until the item's printed label
+    #: is scanned back ([labels] verify_before); empty when no label was printed or it was.
+    label_unverified_steps: frozenset[str] = frozenset()
 
 
 Guard = Callable[[Facts], str | None]
@@ -189,6 +192,17 @@ def within_time_after_thaw(facts: Facts) -> str | None:
             f"More than {facts.max_minutes_after_thaw} minutes have passed since thaw; "
             "the product must not be infused."
         )
+    return None
+
+
+def label_verified(action: Action, facts: Facts) -> str | None:
+    """A guard on every step: those the configuration names wait for the label's scan-back.
+
+    It reads the action as well as the facts, because which steps wait is configured per kind
+    of material, not written into the table.
+    """
+    if action.value in facts.label_unverified_steps:
+        return "Printed label not verified: scan the label first (bench, Confirm label)."
     return None
 
 
@@ -319,6 +333,8 @@ def check_transition(
             [Refusal(f"Cannot {Action(action).label.lower()} material that is {state.label}.")],
         )
     refusals = [Refusal(message) for guard in transition.guards if (message := guard(facts))]
+    if message := label_verified(Action(action), facts):
+        refusals.append(Refusal(message))
     return Decision(transition, refusals)
 
 

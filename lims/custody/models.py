@@ -126,6 +126,8 @@ class Item(Base):
     checked_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Once a label is printed the identifier is fixed; corrections are signed events.
     label_printed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the printed label was scanned back on the bench (the right label on the right tube).
+    label_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)
 

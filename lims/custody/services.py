@@ -236,7 +236,20 @@ def gather_facts(session: Session, item: Item) -> Facts:
         max_minutes_after_thaw=int(
             limits.get(episode.product_name, settings["max_minutes_after_thaw"])
         ),
+        label_unverified_steps=label_unverified_steps(item),
     )
+
+
+def label_unverified_steps(item: Item) -> frozenset[str]:
+    """The steps held back until the item's printed label is scanned back.
+
+    An item whose label was never printed here is not held: material registered before label
+    printing (or labelled by hand) keeps its workflow.
+    """
+    if item.label_printed_at is None or item.label_verified_at is not None:
+        return frozenset()
+    waiting = current_app.config["LIMS"]["labels"]["verify_before"]
+    return frozenset(waiting.get(item.kind.value, ()))
 
 
 @dataclass(frozen=True)
