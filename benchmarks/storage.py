@@ -17,6 +17,7 @@ templates and fills SQLAlchemy's statement cache, as a running server has done l
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import random
@@ -73,6 +74,9 @@ class Bench:
 
     def __init__(self, url: str, instance: str, username: str, password: str, seed: int) -> None:
         self.app = create_app(overrides=common.settings(url, instance))
+        # As `lims serve` does (lims.create_served_app): start-up objects out of the collector.
+        gc.collect()
+        gc.freeze()
         self.client = self.app.test_client()
         self.rng = random.Random(seed)  # noqa: S311 (seeded on purpose)
         page = self.client.get("/login").get_data(as_text=True)

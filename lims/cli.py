@@ -198,7 +198,7 @@ def serve(bind: str | None, workers: int | None) -> None:
         "--bind", bind or server["bind"],
         "--workers", str(workers or server["workers"]),
         "--access-logfile", "-",
-        "lims:create_app()",
+        "lims:create_served_app()",
     ]  # fmt: skip
     os.execv(gunicorn, args)  # noqa: S606 (replaces this process with gunicorn by design)
 
