@@ -34,7 +34,7 @@ from lims.custody.services import (
     record_event,
     site_for,
 )
-from lims.errors import Conflict, NotFound, ValidationError
+from lims.errors import Conflict, Forbidden, NotFound, ValidationError
 from lims.patients.services import get_episode
 
 BENCH = (Role.TECHNICIAN, Role.MANAGER)
@@ -293,6 +293,11 @@ def aliquot(
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 500:
         raise ValidationError("Make 1 to 500 aliquots at a time.", field="count")
     parent = find_item(session, parent_code, for_update=True)
+    if parent.site_id != actor.site_id:
+        raise Forbidden(
+            f"{parent.code} is at {parent.site.code}; it is aliquoted where it is "
+            f"(you work at {actor.site.code})."
+        )
     if parent.state in TERMINAL_STATES[parent.kind] or parent.state in NOT_DERIVABLE:
         raise Conflict(f"{parent.code} is {parent.state.label}; it cannot be aliquoted now.")
     material = _material(material_type, Kind.ALIQUOT)

@@ -45,6 +45,7 @@ MOVEMENT_FIELDS = frozenset(
         "thaw_count",
         "version",
         "label_printed_at",
+        "label_verified_at",
         # Storage bookkeeping: where it is and since when, recorded by the custody events.
         "box_id",
         "position",

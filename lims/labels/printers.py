@@ -49,6 +49,8 @@ def _printer(site_code: str, entry: Any) -> Printer:
     where = f"[labels.printers] {site_code}"
     if not isinstance(entry, dict) or not entry.get("name") or not entry.get("host"):
         raise ValidationError(f"{where}: each printer needs a name and a host.")
+    if len(str(entry["name"])) > 80 or len(str(entry["host"])) > 255:
+        raise ValidationError(f"{where}: a printer's name is at most 80 characters, its host 255.")
     port, dpi, kinds = entry.get("port", 9100), entry.get("dpi"), entry.get("kinds", [])
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ValidationError(f"{where} '{entry['name']}': the port must be a TCP port number.")
@@ -69,6 +71,8 @@ def printers_of(site_code: str) -> list[Printer]:
 
 def send_zpl(host: str, port: int, data: bytes, timeout: float) -> None:
     """Send ZPL to a printer's raw port (9100); refuse loudly when it does not take it."""
+    if not 0 < timeout <= 300:
+        raise ValidationError("[labels] timeout_seconds is a number of seconds from 0 to 300.")
     try:
         with socket.create_connection((host, port), timeout=timeout) as connection:
             connection.sendall(data)

@@ -13,6 +13,7 @@ scanned on the tube before the held-back steps (``[labels] verify_before``) are 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -179,7 +180,8 @@ def _identity_marks(patient: Patient) -> list[str]:
         marks.append(f"{identifier[:6]}-{identifier[6:]}")
     if len(name) >= 3:
         marks.append(name)
-    return [mark.lower() for mark in marks if mark]
+    # Short marks (a 4-character replacement identifier) would be found inside codes.
+    return [mark.lower() for mark in marks if len(mark) >= 6]
 
 
 def check_no_identity(template: Any, items: Iterable[Item], contents: Iterable[Any]) -> None:
@@ -190,9 +192,12 @@ def check_no_identity(template: Any, items: Iterable[Item], contents: Iterable[A
     if template.kind == IDENTITY_STOCK and not template.research:
         return
     marks = {mark for item in items for mark in _identity_marks(item.episode.patient)}
+    marks |= {item.episode.coi.lower() for item in items}  # the CoI leads to the patient too
+    # Whole tokens only: a birth date 26-04-12 is not inside the collection date 2026-04-12.
+    found = [re.compile(rf"(?<![0-9a-z]){re.escape(mark)}(?![0-9a-z])") for mark in marks]
     for content in contents:
         text = "\n".join(_texts(content)).lower()
-        if any(mark in text for mark in marks):
+        if any(pattern.search(text) for pattern in found):
             raise Forbidden(
                 f"Template {template.name} would print who the patient is on a "
                 f"{'research' if template.research else template.kind} label; nothing printed."

@@ -12,6 +12,7 @@ Pure: no Flask, no database (``templates_folder`` reads the app's configuration 
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -160,6 +161,8 @@ def _value(path: Path, where: str, value: Any, expected: type) -> Any:
     """The value if it has the expected TOML type (an integer is a float too; a bool is not)."""
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TemplateError(path, where, f"must be a finite number, not {value}")
     if isinstance(value, bool) and expected is not bool:
         raise TemplateError(path, where, f"must be {_type_name(expected)}, not true/false")
     if not isinstance(value, expected):
@@ -347,23 +350,22 @@ def parse_template(path: Path, raw: dict[str, Any]) -> LabelTemplate:
 
 
 def _check_content_rules(template: LabelTemplate) -> None:
-    """Research and cryovial labels never carry who the patient is (DOMAIN.md §9)."""
-    if not (template.research or template.kind == "cryovial"):
-        return
-    what = "a research label" if template.research else "a cryovial label"
-    for index, spec in enumerate(template.fields):
-        if spec.name in NOT_ON_RESEARCH_LABELS:
-            raise TemplateError(
-                template.path,
-                f"field[{index}].name",
-                f"'{spec.name}' identifies the patient and may never be on {what}",
-            )
-    if template.barcode.field in NOT_ON_RESEARCH_LABELS:
-        raise TemplateError(
-            template.path,
-            "barcode.field",
-            f"'{template.barcode.field}' identifies the patient and may never be on {what}",
+    """Who the patient is goes on a product bag's label only (DOMAIN.md §9: what the bedside
+    check needs), never on a research label; nor does the Chain of Identity go on a research
+    label or on anything that labels aliquots (cryovials, tubes), whatever the kind is called."""
+    identity_allowed = template.kind == "product_bag" and not template.research
+    for_aliquots = "aliquot" in ITEM_KINDS.get(template.kind, ())
+    what = "a research label" if template.research else f"a {template.kind} label"
+    named = [(f"field[{n}].name", spec.name) for n, spec in enumerate(template.fields)]
+    named.append(("barcode.field", template.barcode.field))
+    for where, name in named:
+        refused = (name in PATIENT_KEYS and not identity_allowed) or (
+            name in NOT_ON_RESEARCH_LABELS and (template.research or for_aliquots)
         )
+        if refused:
+            raise TemplateError(
+                template.path, where, f"'{name}' identifies the patient and may never be on {what}"
+            )
 
 
 def read_template(path: Path) -> LabelTemplate:
@@ -372,6 +374,8 @@ def read_template(path: Path) -> LabelTemplate:
             raw = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise TemplateError(path, "(file)", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise TemplateError(path, "(file)", "is not UTF-8 text: save it as UTF-8") from None
     except OSError as exc:
         raise TemplateError(path, "(file)", f"cannot be read: {exc.strerror}") from None
     return parse_template(path, raw)

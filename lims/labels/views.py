@@ -22,7 +22,7 @@ from lims.custody import production
 from lims.custody.domain import TERMINAL_STATES
 from lims.custody.models import Item, MaterialType
 from lims.custody.services import find_item, visible_to
-from lims.errors import DomainError, NotFound
+from lims.errors import DomainError, Forbidden, NotFound, ValidationError
 from lims.labels import printing
 from lims.labels.forms import AliquotForm, PrintForm, VerifyLabelForm
 from lims.labels.models import PrintStatus
@@ -35,7 +35,10 @@ BENCH = (Role.TECHNICIAN, Role.MANAGER)
 
 def may_aliquot(item: Item) -> bool:
     """Whether the item card offers "Aliquot…" (what ``production.aliquot`` accepts)."""
-    return item.state not in TERMINAL_STATES[item.kind] | production.NOT_DERIVABLE
+    return (
+        item.site_id == current_user.site_id
+        and item.state not in TERMINAL_STATES[item.kind] | production.NOT_DERIVABLE
+    )
 
 
 def _print(title: str, back: str, *, items: Sequence[str] = (), box: str = "", shipment: str = ""):
@@ -95,7 +98,9 @@ def item(code: str):
 @allow(*BENCH)
 def batch():
     """Labels of several items, in the order given (n/N): an aliquoting run."""
-    codes = [code for code in request.args.getlist("item") if code.strip()][: printing.MAX_LABELS]
+    codes = [code for code in request.args.getlist("item") if code.strip()]
+    if len(codes) > printing.MAX_LABELS:
+        raise ValidationError(f"At most {printing.MAX_LABELS} labels in one job.")
     back = url_for("bench.scan", code=codes[0], **{"from": "link"}) if codes else url_for(
         "bench.scan"
     )
@@ -130,6 +135,8 @@ def aliquot(code: str):
     """Split a sample into N aliquots, then print their N vial labels as one batch."""
     session = db.session()
     parent = find_item(session, code)
+    if parent.site_id != current_user.site_id:
+        raise Forbidden(f"{parent.code} is at {parent.site.code}; it is aliquoted where it is.")
     form = AliquotForm(unit=parent.unit, material_type=_default_material(parent))
     if request.method == "GET" or not form.validate_on_submit():
         return _aliquot_page(parent, form, 200 if request.method == "GET" else 422)

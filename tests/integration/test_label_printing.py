@@ -508,3 +508,55 @@ def test_a_research_template_that_would_name_the_patient_is_refused(app, people,
         session.rollback()
         assert jobs(session) == 0
         assert session.get(Item, collection.id).label_printed_at is None
+
+
+def test_a_printer_named_beyond_what_a_job_records_is_refused_before_sending(app, people):
+    with app.app_context():
+        session = lims_db.session()
+        app.config["LIMS"]["labels"]["printers"] = {
+            "RH": [{"name": "Z" * 81, "host": "127.0.0.1", "port": closed_port(), "dpi": 300}]
+        }
+        with pytest.raises(ValidationError, match="at most 80 characters"):
+            printing.printers_of("RH")
+        assert jobs(session) == 0
+
+
+def test_aliquots_are_made_where_the_sample_is(app, people):
+    with app.app_context():
+        session = lims_db.session()
+        tech = actor(session, people["tech"])
+        (tube,) = tubes(session, tech, 1)
+        with pytest.raises(Forbidden, match="aliquoted where it is"):
+            production.aliquot(
+                session,
+                actor=actor(session, people["elsewhere"]),
+                parent_code=tube.code,
+                count=2,
+                quantity_each=0.1,
+                unit="mL",
+                material_type="plasma",
+            )
+        session.rollback()
+        assert session.scalar(select(func.count()).select_from(Item).where(
+            Item.parent_id == tube.id)) == 0
+
+
+def test_a_birth_date_inside_a_longer_date_is_not_taken_for_the_patient(app, people):
+    """Whole tokens only: born 26 April 2012 (26-04-12) and sampled on 2026-04-12."""
+    with app.app_context():
+        session = lims_db.session()
+        tech = actor(session, people["tech"])
+        (tube,) = tubes(session, tech, 1)
+        patient = tube.episode.patient
+        marks = printing._identity_marks(patient)
+        label = {"collected": "2026-04-12", "code": tube.code}
+        birth = marks[1]  # the ISO birth date the vault holds, e.g. 1961-01-01
+        year, month, day = birth.split("-")
+        label["collected"] = f"20{day}-{month}-{year[2:]}"  # holds dd-mm-yy inside it
+        printing.check_no_identity(
+            printing.label_templates()["cryovial"], [tube], [{"values": label}]
+        )
+        with pytest.raises(Forbidden, match="would print who the patient is"):
+            printing.check_no_identity(
+                printing.label_templates()["cryovial"], [tube], [{"values": {"x": birth}}]
+            )

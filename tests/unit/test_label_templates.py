@@ -183,6 +183,33 @@ def test_a_cryovial_template_can_never_name_the_patient(tmp_path):
     assert refused(tmp_path / "bag").field in ("barcode.field", "field[2].name")
 
 
+@pytest.mark.parametrize("key", ["cpr", "patient_name", "birth_date", "coi"])
+def test_a_tube_template_for_aliquots_is_refused_identifiers_even_if_not_research(tmp_path, key):
+    raw = shipped_raw("cryovial")
+    raw.update(kind="tube", research=False, name="site_tube")
+    raw["field"].append({"name": key, "x_mm": 12.0, "y_mm": 16.0, "size_pt": 6.0})
+    write(tmp_path / "site", raw)
+    error = refused(tmp_path / "site")
+    assert key in error.message and "tube label" in error.message
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_a_size_or_place_that_is_not_a_finite_number_is_refused(tmp_path, value):
+    text = to_toml(shipped_raw("cryovial")).replace("width_mm = 44", f"width_mm = {value}", 1)
+    assert f"width_mm = {value}" in text
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "label.toml").write_text(text)
+    error = refused(tmp_path / "site")
+    assert error.field == "width_mm" and "finite" in error.message
+
+
+def test_a_template_that_is_not_utf8_is_named_not_a_crash(tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "label.toml").write_bytes('name = "frys\xf8r"\n'.encode("latin-1"))
+    error = refused(tmp_path / "site")
+    assert error.field == "(file)" and "UTF-8" in error.message
+
+
 def test_the_same_identifiers_on_a_bag_label_are_fine():
     bag = load_templates([PROJECT_FOLDER])["product_bag"]
     assert not bag.research and bag.patient_keys
