@@ -15,6 +15,8 @@ from lims.labels.models import PrintJob
 from tests.conftest import csrf_token
 from tests.functional.test_shipment_pages import browser, flashes, post, text_of
 from tests.integration.people import actor, build_cast, new_episode
+from tests.integration.test_custody_services import issued_bag
+from tests.integration.test_label_rendering import decoded, pdf_text, require_label_tools
 from tests.integration.test_storage import box, freezer
 
 
@@ -242,3 +244,26 @@ def test_print_points_link_to_the_label_pages(app, people):
     assert f"/labels/items/{code}" in unlabelled
     box_label = print_form(tech, "/labels/boxes/BOX-P1", template="box", destination="download:pdf")
     assert box_label.data.startswith(b"%PDF")
+
+
+def test_a_bag_label_printed_from_the_card_at_the_treating_site_decodes_to_the_bag(
+    app, people, tmp_path
+):
+    """The issue's "done when": a technician prints a product's bag label from the bench."""
+    require_label_tools()
+    with app.app_context():
+        session = lims_db.session()
+        episode = new_episode(session, actor(session, people["tech"]), n=12)
+        code = issued_bag(app, session, people, episode).code
+    tech = browser(app, people["tech"])
+    card = text_of(tech.get(f"/scan?code={code}&from=link"))
+    assert f"/labels/items/{code}" in card
+    response = print_form(
+        tech, f"/labels/items/{code}", template="product_bag", destination="download:pdf"
+    )
+    assert response.status_code == 200 and response.data.startswith(b"%PDF")
+    (scanned,) = decoded(response.data, "code128", tmp_path)
+    assert scanned == f"={code}00"
+    text = pdf_text(response.data, tmp_path)
+    assert "Patient 12" in text and "autologous use only" in text
+    assert item_state(app, code).label_printed_at is not None
