@@ -68,6 +68,9 @@ def create_app(
     csrf.init_app(app)
     login_manager.init_app(app)
     _register_blueprints(app)
+    from lims.labels.printers import check_verify_before
+
+    check_verify_before(settings)
     _register_user_loaders()
 
     from lims import web

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import current_app
 
-from lims.errors import DomainError, ValidationError
+from lims.errors import ConfigurationError, DomainError, ValidationError
 
 
 class PrinterUnreachable(DomainError):
@@ -82,3 +82,18 @@ def send_zpl(host: str, port: int, data: bytes, timeout: float) -> None:
             f"The printer at {host}:{port} could not be reached ({detail}). Nothing was "
             "printed or recorded; check that it is on and connected, or download the labels."
         ) from None
+
+
+def check_verify_before(settings: dict[str, Any]) -> None:
+    """At start-up: every step ``[labels.verify_before]`` names is a step of that kind, so a
+    misspelt one ("stor") cannot silently turn the hold off."""
+    from lims.custody.domain import TRANSITIONS, Kind
+
+    for kind, steps in settings["labels"]["verify_before"].items():
+        known = {action.value for action in TRANSITIONS[Kind(kind)]}
+        unknown = [step for step in steps if step not in known]
+        if unknown:
+            raise ConfigurationError(
+                f"[labels.verify_before] {kind}: {', '.join(map(str, unknown))} is not a step "
+                f"of {kind} material (one of: {', '.join(sorted(known))})"
+            )

@@ -560,3 +560,15 @@ def test_a_birth_date_inside_a_longer_date_is_not_taken_for_the_patient(app, peo
             printing.check_no_identity(
                 printing.label_templates()["cryovial"], [tube], [{"values": {"x": birth}}]
             )
+
+
+def test_a_misspelt_step_in_verify_before_stops_the_start(tmp_path):
+    from lims import create_app
+    from lims.errors import ConfigurationError
+
+    settings = {
+        "app": {"instance_path": str(tmp_path)},
+        "labels": {"verify_before": {"aliquot": ["store", "stor"]}},
+    }
+    with pytest.raises(ConfigurationError, match="aliquot: stor is not a step of aliquot"):
+        create_app(overrides=settings)
