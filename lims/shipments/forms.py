@@ -46,6 +46,12 @@ class RemoveLineForm(FlaskForm):
     code = HiddenField(validators=[DataRequired(), Length(max=200)])
 
 
+class CancelForm(FlaskForm):
+    reason = TextAreaField(
+        "Reason", validators=[DataRequired(), Length(max=2000)], render_kw={"rows": 2}
+    )
+
+
 class DispatchForm(FlaskForm):
     courier = StringField("Courier", validators=[DataRequired(), Length(max=200)])
     tracking_ref = StringField("Tracking reference", validators=[Length(max=100)])

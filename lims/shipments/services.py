@@ -313,6 +313,25 @@ def remove_from_shipment(
     return code
 
 
+def cancel_shipment(
+    session: Session, *, actor: User | None, shipment_code: str, reason: str | None
+) -> Shipment:
+    """Call off a shipment still being packed (nothing has left): it is kept, marked
+    cancelled with the reason, and its items are free for another shipment. Items never
+    change state while packed, so no custody step is undone."""
+    actor = require_person(actor)
+    shipment = get_shipment(session, shipment_code, for_update=True)
+    _at_origin(actor, shipment, "cancel")
+    require_state(shipment, ShipmentState.PACKING, "cancel")
+    why = clean_text(reason, 2000, "reason", "reason")
+    if not why:
+        raise ValidationError("Say why the shipment is cancelled.", field="reason")
+    shipment.state = ShipmentState.CANCELLED
+    audit.record_changes(session, shipment, actor=actor, action="cancel", reason=why)
+    session.commit()
+    return shipment
+
+
 def dispatch_shipment(
     session: Session,
     *,

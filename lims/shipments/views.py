@@ -22,6 +22,7 @@ from lims.errors import DomainError, Forbidden
 from lims.shipments import excursions, receipt, services
 from lims.shipments.forms import (
     AddLineForm,
+    CancelForm,
     CompleteReceiptForm,
     DispatchForm,
     LoggerUploadForm,
@@ -194,6 +195,7 @@ def detail(code: str):
         max_mb=MAX_BYTES // 1_048_576,
         add_form=AddLineForm(),
         dispatch_form=DispatchForm(obj=shipment) if state is ShipmentState.PACKING else None,
+        cancel_form=CancelForm() if state is ShipmentState.PACKING else None,
         scan_form=ReceiptScanForm(),
         upload_form=LoggerUploadForm(),
         complete_form=CompleteReceiptForm(),
@@ -264,6 +266,24 @@ def dispatch(code: str):
         f"{len(shipment.lines)} item(s) in transit to {shipment.to_site.code}.",
         "success",
     )
+    return _back(code)
+
+
+@bp.post("/shipments/<code>/cancel")
+@allow(*BENCH)
+def cancel(code: str):
+    form = CancelForm()
+    if not form.validate_on_submit():
+        _flash_form_errors(form)
+        return _back(code)
+    try:
+        shipment = services.cancel_shipment(
+            db.session(), actor=current_user, shipment_code=code, reason=form.reason.data
+        )
+    except DomainError as exc:
+        flash(exc.message, "error")
+        return _back(code)
+    flash(f"Shipment {shipment.code} cancelled; its items can go in another one.", "success")
     return _back(code)
 
 

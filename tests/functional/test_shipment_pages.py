@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from lims import db as lims_db
+from lims.audit.models import AuditEntry
 from lims.custody import holds, production
 from lims.custody.domain import Action, State
 from lims.custody.models import CustodyEvent, HoldReason, Item
@@ -455,3 +456,40 @@ def test_pages_carry_no_inline_script_or_style(app, people):
         assert "style=" not in page and " onclick" not in page, path
         assert re.search(r"<script(?![^>]*\bsrc=)", page) is None, path
         assert "shipments.css" in page
+
+
+def test_a_shipment_being_packed_is_cancelled_with_a_reason_and_its_items_are_free(app, people):
+    (code,) = collections(app, people, 1)
+    tech = browser(app, people["tech"])
+    shipment, _ = new_shipment(tech, "AUH", courier="Blood courier")
+    add(tech, shipment, din_scan(code))
+    page = f"/shipments/{shipment}"
+    refused = post(tech, f"{page}/cancel", {"reason": ""}, form_page=page)
+    assert any("Reason" in message for message in flashes(refused, "error"))
+    other_site = browser(app, people["maker"])
+    assert any(
+        "Only staff at RH" in message
+        for message in flashes(
+            post(other_site, f"{page}/cancel", {"reason": "not ours"}, form_page=page), "error"
+        )
+    )
+    done = post(tech, f"{page}/cancel", {"reason": "patient's collection postponed"},
+                form_page=page)
+    assert f"Shipment {shipment} cancelled; its items can go in another one." in flashes(
+        done, "success"
+    )
+    with app.app_context():
+        session = lims_db.session()
+        record = session.scalar(select(Shipment).where(Shipment.code == shipment))
+        assert record.state is ShipmentState.CANCELLED
+        (row,) = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "cancel", AuditEntry.field == "state")
+        )
+        assert (row.old_value, row.new_value) == ("packing", "cancelled")
+        assert row.reason == "patient's collection postponed"
+    assert item_state(app, code)[0] is State.COLLECTED  # nothing to undo: it never left
+    again = post(tech, f"{page}/cancel", {"reason": "twice"}, form_page=page)
+    assert any("is cancelled" in message for message in flashes(again, "error"))
+    # The collection goes in a new shipment.
+    second, _ = new_shipment(tech, "AUH", courier="Blood courier")
+    assert flashes(add(tech, second, din_scan(code)), "error") == []
