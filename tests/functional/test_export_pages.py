@@ -6,10 +6,7 @@ from __future__ import annotations
 import html
 import io
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +19,7 @@ from lims.exports.inventory import RESEARCHER_COLUMNS, STAFF_COLUMNS
 from tests.conftest import log_in
 from tests.integration.people import build_cast
 from tests.integration.test_inventory_export import identities, sheet_rows, small_freezer
+from tests.pdf_tools import rendered, require_pdf_tools
 
 FILENAME = re.compile(r'attachment; filename="?inventory-(\w+)-\d{4}-\d{2}-\d{2}\.(csv|xlsx)"?')
 
@@ -181,40 +179,10 @@ def test_the_capacity_page(app, people, freezer):
     assert tech.get("/storage/capacity?unit=NOPE").status_code == 404
 
 
-def require_pdf_tools():
-    """Skip when poppler or zbar are missing on a developer's machine; fail in CI."""
-    missing = [tool for tool in ("pdftoppm", "pdftotext") if shutil.which(tool) is None]
-    try:
-        from pyzbar.pyzbar import decode  # noqa: F401  (loads libzbar)
-    except ImportError as exc:
-        missing.append(f"libzbar0/pyzbar ({exc})")
-    if not missing:
-        return
-    message = f"PDF checks need poppler-utils and libzbar0; missing: {', '.join(missing)}"
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def rendered(pdf: bytes, tmp_path: Path):
-    from PIL import Image
-
-    source = tmp_path / "map.pdf"
-    source.write_bytes(pdf)
-    subprocess.run(
-        ["pdftoppm", "-png", "-r", "150", "-singlefile", str(source), str(tmp_path / "page")],
-        check=True,
-        timeout=60,
-    )
-    text = subprocess.run(
-        ["pdftotext", "-layout", str(source), "-"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    with Image.open(tmp_path / "page.png") as image:
-        return image.convert("L"), re.sub(r"\s+", " ", text)
+def map_rendered(pdf: bytes, tmp_path: Path):
+    """The box map as an image, and its text with the spaces of the layout collapsed."""
+    image, text = rendered(pdf, tmp_path)
+    return image, re.sub(r"\s+", " ", text)
 
 
 def test_the_box_map_pdf(app, people, freezer, tmp_path):
@@ -225,7 +193,7 @@ def test_the_box_map_pdf(app, people, freezer, tmp_path):
     response = client.get("/storage/boxes/box-1/map.pdf")
     assert response.status_code == 200 and response.mimetype == "application/pdf"
     assert response.data.startswith(b"%PDF")
-    image, text = rendered(response.data, tmp_path)
+    image, text = map_rendered(response.data, tmp_path)
     assert [symbol.data.decode() for symbol in decode(image)] == ["BOX-1"]
     assert "Box BOX-1: RH-F80-1 / R1 / BOX-1" in text
     for code in (*freezer.codes["plasma"], freezer.codes["serum"], freezer.codes["no_consent"]):
@@ -237,7 +205,7 @@ def test_the_box_map_pdf(app, people, freezer, tmp_path):
         assert identity not in text
 
     bin_map = client.get("/storage/boxes/BOX-2/map.pdf")
-    _, bin_text = rendered(bin_map.data, tmp_path)
+    _, bin_text = map_rendered(bin_map.data, tmp_path)
     assert freezer.codes["withdrawn"] in bin_text and "3 of 5 places free" in bin_text
 
     assert client.get("/storage/boxes/OUH-BOX/map.pdf").status_code == 403

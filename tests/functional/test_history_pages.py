@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from html import unescape
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +15,7 @@ from lims.custody.services import Move, perform_action
 from lims.history.corrections import correct_item
 from tests.conftest import PASSWORD, csrf_token, log_in
 from tests.integration.people import actor, build_cast, cpr, new_episode, second_person
-
-PDF_TOOLS = ("pdftoppm", "pdftotext")
+from tests.pdf_tools import rendered, require_pdf_tools
 
 
 @pytest.fixture
@@ -201,43 +196,6 @@ def test_a_correction_through_the_form_is_signed_and_flagged(app, people):
 
 
 # -- the PDF report ---------------------------------------------------------------------------
-
-
-def require_pdf_tools():
-    """Skip when poppler or zbar are missing on a developer's machine; fail in CI."""
-    missing = [tool for tool in PDF_TOOLS if shutil.which(tool) is None]
-    try:
-        from pyzbar.pyzbar import decode  # noqa: F401  (loads libzbar)
-    except ImportError as exc:
-        missing.append(f"libzbar0/pyzbar ({exc})")
-    if not missing:
-        return
-    message = f"PDF checks need poppler-utils and libzbar0; missing: {', '.join(missing)}"
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def rendered(pdf: bytes, tmp_path: Path):
-    """The first page at 150 dpi as an image, and the text of the whole PDF."""
-    from PIL import Image
-
-    source = tmp_path / "report.pdf"
-    source.write_bytes(pdf)
-    subprocess.run(
-        ["pdftoppm", "-png", "-r", "150", "-singlefile", str(source), str(tmp_path / "page")],
-        check=True,
-        timeout=60,
-    )
-    text = subprocess.run(
-        ["pdftotext", "-layout", str(source), "-"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    with Image.open(tmp_path / "page.png") as image:
-        return image.convert("L"), text
 
 
 def test_the_report_pdf_carries_the_barcode_signatures_and_changes(app, people, tmp_path):

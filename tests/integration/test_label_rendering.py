@@ -5,9 +5,7 @@ a bag label with the patient's identity, and that the view is in the audit trail
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from lims.web import local_time
 from tests.integration.people import actor, cpr, new_episode
 from tests.integration.test_custody_services import issued_bag, quarantined_lot
 from tests.integration.test_storage import box, freezer
+from tests.pdf_tools import missing_pdf_tools, require
 
 TEMPLATES = load_templates([PROJECT_FOLDER])
 #: Identifiers with every character class: local IDs (one ending in '*'), DINs as ISBT 128
@@ -52,22 +51,13 @@ CODES = (
 
 
 def require_label_tools() -> None:
-    """Skip when poppler, libzbar or libdmtx are missing on a developer's machine; fail in CI."""
-    missing = [tool for tool in ("pdftoppm", "pdftotext") if shutil.which(tool) is None]
-    try:
-        from pyzbar.pyzbar import decode  # noqa: F401  (loads libzbar)
-    except ImportError as exc:
-        missing.append(f"libzbar0/pyzbar ({exc})")
+    """poppler and zbar, and libdmtx for the Data Matrix codes."""
+    missing = missing_pdf_tools()
     try:
         layout.libdmtx()
     except ImportError as exc:
         missing.append(f"libdmtx0b/pylibdmtx ({exc})")
-    if not missing:
-        return
-    message = f"Label checks need poppler-utils, libzbar0 and libdmtx0b; missing: {missing}"
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(message)
-    pytest.skip(message)
+    require(missing, "Label checks need poppler-utils, libzbar0 and libdmtx0b")
 
 
 def pdf_text(pdf: bytes, tmp_path: Path) -> str:
