@@ -12,7 +12,6 @@ its line number, so the person uploading can correct the file or fetch a new exp
 
 from __future__ import annotations
 
-import codecs
 import csv
 import re
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from lims import textfiles
 from lims.errors import ValidationError
 
 MAX_BYTES = 5 * 1024 * 1024
@@ -29,7 +29,6 @@ MAX_ROWS = 200_000
 MAX_LISTED = 20
 LOWEST_C = Decimal("-273.15")
 HIGHEST_C = Decimal("100")
-SEPARATORS = ("\t", ";", ",")
 SEPARATOR_NAMES = {"\t": "tab", ";": "semicolon", ",": "comma"}
 
 #: Header names of a column holding date and time together (compared after _name()).
@@ -107,7 +106,10 @@ def parse_logger_csv(
             f"The file is {len(data) / 1_048_576:.1f} MB; a logger file may be at most "
             f"{max_bytes / 1_048_576:.0f} MB. Nothing was stored."
         )
-    text = _decode(data)
+    try:
+        text = textfiles.decode(data)
+    except textfiles.NotText as exc:
+        raise LoggerFileError(exc.message) from None
     if not text.strip():
         raise LoggerFileError("The file is empty. Nothing was stored.")
     if "\x00" in text:
@@ -116,7 +118,12 @@ def parse_logger_csv(
             "Nothing was stored."
         )
     lines = _LINE_BREAK.split(text)
-    separator = _separator(lines)
+    separator = textfiles.commonest_separator(lines, sample=50)
+    if separator is None:
+        raise LoggerFileError(
+            "No column separator found: each line needs a time and a temperature separated by "
+            "a comma, a semicolon or a tab. Nothing was stored."
+        )
     rows = _rows(lines, separator)
     first = next(rows, None)
     if first is None:
@@ -171,41 +178,6 @@ def parse_logger_csv(
 
 class _BadRow(Exception):
     pass
-
-
-def _decode(data: bytes) -> str:
-    if data.startswith(codecs.BOM_UTF8):
-        try:
-            return data[len(codecs.BOM_UTF8) :].decode("utf-8")
-        except UnicodeDecodeError:
-            raise LoggerFileError(
-                "The file says it is UTF-8 but is not: export it again. Nothing was stored."
-            ) from None
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError:
-            raise LoggerFileError(
-                "The file says it is UTF-16 but is not: export it again. Nothing was stored."
-            ) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")  # every byte is a Latin-1 character: never fails
-
-
-def _separator(lines: list[str]) -> str:
-    """The separator most lines have; on a tie tab, then semicolon, then comma (a file with a
-    semicolon or a tab between columns may use the comma as its decimal mark)."""
-    sample = [line for line in lines if line.strip()][:50]
-    counts = {sep: sum(1 for line in sample if sep in line) for sep in SEPARATORS}
-    best = max(counts.values())
-    if best == 0:
-        raise LoggerFileError(
-            "No column separator found: each line needs a time and a temperature separated by "
-            "a comma, a semicolon or a tab. Nothing was stored."
-        )
-    return next(sep for sep in SEPARATORS if counts[sep] == best)
 
 
 def _rows(lines: list[str], separator: str) -> Iterator[tuple[int, list[str]]]:

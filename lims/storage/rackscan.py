@@ -22,13 +22,13 @@ problem with its line number, so the person at the scanner can fix the export or
 
 from __future__ import annotations
 
-import codecs
 import csv
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from lims import textfiles
 from lims.errors import DomainError, ValidationError
 
 MAX_BYTES = 1024 * 1024
@@ -37,7 +37,6 @@ MAX_LINES = 2000
 MAX_LISTED = 20
 #: The longest tube code the LIMS keeps (a storage code is at most 40 characters).
 MAX_CODE_LENGTH = 40
-SEPARATORS = ("\t", ";", ",")
 
 #: Written in the code column for a position without a tube (compared after _word()).
 NO_TUBE_WORDS = frozenset({"notube", "empty", "none", "na", "notubepresent", "notrakmate"})
@@ -141,7 +140,10 @@ def parse_rack_scan(
             f"The file is {len(raw) / 1_048_576:.1f} MB; a rack scan file may be at most "
             f"{max_bytes / 1_048_576:.0f} MB. Nothing was stored."
         )
-    text = data if isinstance(data, str) else _decode(data)
+    try:
+        text = data if isinstance(data, str) else textfiles.decode(data)
+    except textfiles.NotText as exc:
+        raise RackScanError(exc.message) from None
     if "\x00" in text:
         raise RackScanError(
             "This is not a text (CSV) file: export the rack scan as CSV or TXT. "
@@ -167,7 +169,8 @@ def _upper(code: str) -> str:
 class _Parser:
     def __init__(self, lines: list[str], normalise: Callable[[str], str]) -> None:
         self.lines = lines
-        self.separator = _separator(lines)
+        # No separator at all: read as comma-separated (positions alone are refused by line).
+        self.separator = textfiles.commonest_separator(lines, sample=200) or ","
         self.normalise = normalise
         self.problems: list[str] = []
         self.layout: _Layout | None = None
@@ -309,38 +312,6 @@ class _Parser:
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def _decode(data: bytes) -> str:
-    if data.startswith(codecs.BOM_UTF8):
-        try:
-            return data[len(codecs.BOM_UTF8) :].decode("utf-8")
-        except UnicodeDecodeError:
-            raise RackScanError(
-                "The file says it is UTF-8 but is not: export it again. Nothing was stored."
-            ) from None
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError:
-            raise RackScanError(
-                "The file says it is UTF-16 but is not: export it again. Nothing was stored."
-            ) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")  # every byte is a Latin-1 character: never fails
-
-
-def _separator(lines: list[str]) -> str:
-    """The separator most lines hold; a file without any is read as comma-separated (a file
-    of positions alone, or of one position, is still refused line by line)."""
-    sample = [line for line in lines if line.strip()][:200]
-    counts = {sep: sum(1 for line in sample if sep in line) for sep in SEPARATORS}
-    best = max(counts.values())
-    if best == 0:
-        return ","
-    return next(sep for sep in SEPARATORS if counts[sep] == best)
 
 
 def _trim(cell: str) -> str:
