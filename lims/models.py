@@ -14,6 +14,14 @@ from lims.custody.models import (
 )
 from lims.labels.models import PrintedLabel, PrintJob  # noqa: F401
 from lims.patients.models import Episode, Patient
+from lims.requests.models import (  # noqa: F401
+    AliquotRequest,
+    Notification,
+    OptOutCheck,
+    RequestCriterion,
+    RequestLine,
+    RequestReview,
+)
 from lims.shipments.models import Shipment, ShipmentLine, TemperatureReading
 from lims.storage.models import Box, Rack, StorageUnit
 from lims.storage.verification_models import RackVerification, RackVerificationLine  # noqa: F401

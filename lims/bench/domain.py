@@ -32,7 +32,6 @@ BATCH_ACTIONS = (
     Action.START_MANUFACTURING,
     Action.ISSUE,
     Action.CHECK_OUT,
-    Action.PICK,
 )
 
 #: The scan mode that confirms printed labels (scan-back). Not a custody step: the bench

@@ -116,6 +116,7 @@ class Action(StrEnum):
     RESERVE = "reserve"
     UNRESERVE = "unreserve"
     PICK = "pick"
+    PUT_BACK = "put_back"
     HAND_OVER = "hand_over"
     DISTRIBUTE = "distribute"
     CHECK_OUT = "check_out"
@@ -222,6 +223,7 @@ class Transition:
 
 BENCH = frozenset({Role.TECHNICIAN, Role.MANAGER})
 MANAGER = frozenset({Role.MANAGER})
+ANYONE = frozenset({Role.TECHNICIAN, Role.MANAGER, Role.RESEARCHER})
 
 
 def _t(from_states, to_state: State | None, roles=BENCH, **options) -> Transition:
@@ -278,11 +280,26 @@ TRANSITIONS: dict[Kind, dict[Action, Transition]] = {
         Action.STORE: _t({S.REGISTERED}, S.STORED),
         # A reserved tube stays in its box until picked, so it moves with the box.
         Action.MOVE: _t({S.STORED, S.RESERVED}, None, internal=True),
-        Action.RESERVE: _t({S.STORED}, S.RESERVED, roles=MANAGER, guards=(not_on_hold,)),
-        Action.UNRESERVE: _t({S.RESERVED}, S.STORED, roles=MANAGER, needs_reason=True),
-        Action.PICK: _t({S.RESERVED}, S.PICKED),
-        Action.HAND_OVER: _t({S.PICKED}, S.IN_TRANSIT, guards=(not_on_hold,)),
-        Action.DISTRIBUTE: _t({S.PICKED, S.IN_TRANSIT}, S.DISTRIBUTED, guards=(not_on_hold,)),
+        # The request steps are done through the request (lims.requests.services): approval
+        # reserves, the pick list picks, dispatch hands over, receipt distributes.
+        Action.RESERVE: _t(
+            {S.STORED}, S.RESERVED, roles=MANAGER, guards=(not_on_hold,), internal=True
+        ),
+        # Pulled from a request (cancelled, consent withdrawn): by whoever records that.
+        Action.UNRESERVE: _t(
+            {S.RESERVED}, S.STORED, roles=ANYONE, needs_reason=True, internal=True
+        ),
+        Action.PICK: _t({S.RESERVED}, S.PICKED, internal=True),
+        # A picked tube whose request no longer wants it goes back into a box.
+        Action.PUT_BACK: _t({S.PICKED}, S.STORED, internal=True),
+        Action.HAND_OVER: _t({S.PICKED}, S.IN_TRANSIT, guards=(not_on_hold,), internal=True),
+        Action.DISTRIBUTE: _t(
+            {S.PICKED, S.IN_TRANSIT},
+            S.DISTRIBUTED,
+            roles=BENCH | {Role.RESEARCHER},
+            guards=(not_on_hold,),
+            internal=True,
+        ),
         Action.CHECK_OUT: _t({S.STORED}, S.CHECKED_OUT),
         Action.RETURN_TO_STORAGE: _t({S.CHECKED_OUT}, S.STORED),
         Action.UNDO_STORE: _t({S.STORED}, S.REGISTERED, internal=True, needs_reason=True),

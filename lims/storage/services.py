@@ -25,6 +25,7 @@ from lims.custody.models import Item
 from lims.custody.services import Move, commit_or_conflict, find_item, perform_action
 from lims.db import utcnow
 from lims.errors import Conflict, Forbidden, NotFound, ValidationError
+from lims.requests.models import AliquotRequest, LineStatus, RequestLine
 from lims.storage.domain import BOX_TYPES, PositionError, TemperatureClass, suitable
 from lims.storage.models import Box, Rack, RackKind, StorageUnit, UnitType
 
@@ -276,7 +277,22 @@ def _step_into_storage(item: Item) -> Action:
         return Action.MOVE
     if item.state is State.CHECKED_OUT:
         return Action.RETURN_TO_STORAGE
+    if item.state is State.PICKED:
+        return Action.PUT_BACK
     return Action.STORE
+
+
+def refuse_picked_for_a_request(session: Session, item: Item) -> None:
+    """A picked tube goes back into a box only once no request wants it any more."""
+    wanting = session.scalar(
+        select(AliquotRequest.code)
+        .join(RequestLine, RequestLine.request_id == AliquotRequest.id)
+        .where(RequestLine.item_id == item.id, RequestLine.status == LineStatus.PICKED)
+    )
+    if wanting is not None:
+        raise Conflict(
+            f"{item.code} is picked for request {wanting}; it travels with that request."
+        )
 
 
 def check_place(session: Session, actor: User, item: Item, box: Box) -> None:
@@ -354,6 +370,8 @@ def place_item(
     if item.state in IN_BOX and item.box_id == box.id and item.position == index:
         raise Conflict(f"{item.code} is in {location_of(box, index)} already.")
     step = _step_into_storage(item)
+    if step is Action.PUT_BACK:
+        refuse_picked_for_a_request(session, item)
     reason = None
     if step is Action.RETURN_TO_STORAGE and item.checked_out_at is not None:
         minutes = int((utcnow() - item.checked_out_at).total_seconds() // 60)
@@ -366,7 +384,7 @@ def place_item(
             action=step,
             reason=reason,
             move=Move(location=location_of(box, index), box_id=box.id, position=index),
-            internal=step is Action.MOVE,
+            internal=step in {Action.MOVE, Action.PUT_BACK},
             commit=False,
         )
         commit_or_conflict(session)

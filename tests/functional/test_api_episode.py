@@ -402,7 +402,7 @@ def test_identity_only_for_the_treating_site_and_audited(app, api, make_user, to
     assert api.other_tech.get("/patients/PNOSUCH1/identity").status_code == 404
 
 
-def test_consent_withdrawal_holds_material_and_blocks_reservation(app, api):
+def test_consent_withdrawal_holds_material(app, api):
     pseudonym = new_patient(api)
     episode = new_episode(api, pseudonym)
     sample = {"material_type": "serum", "quantity": 2, "unit": "mL", "collected_at": COLLECTED_AT}
@@ -421,8 +421,8 @@ def test_consent_withdrawal_holds_material_and_blocks_reservation(app, api):
     assert withdrawn["consent_withdrawn"] is True and withdrawn["consent_biobank"] is False
     tube = api.manager.ok("get", f"/items/{code}")
     assert tube["on_hold"] is True and tube["holds"][0]["reason"] == "consent_withdrawn"
-    refused = api.manager.post(f"/items/{code}/actions/reserve")
-    assert refused.status_code == 409 and "on hold" in refused.json["message"]
+    # What the hold then refuses (reservation by a request's approval) is tested with the
+    # requests: tests/integration/test_requests.py.
     with app.app_context():
         count = lims_db.session().scalar(
             select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "consent")

@@ -136,7 +136,7 @@ def small_freezer(session, people, make_user) -> SimpleNamespace:
         for tube in (withdrawn, serum_bin):
             storage.place_item(session, actor=tech, item_scan=tube.code, box_scan="BOX-2")
     perform_action(session, actor=tech, code=plasma[1].code, action=Action.CHECK_OUT)
-    perform_action(session, actor=manager, code=serum.code, action=Action.RESERVE)
+    perform_action(session, actor=manager, code=serum.code, action=Action.RESERVE, internal=True)
     patients.record_consent(
         session,
         actor=tech,

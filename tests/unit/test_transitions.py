@@ -25,6 +25,8 @@ from lims.custody.domain import (
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 BENCH = {"technician", "manager"}
 MANAGER = {"manager"}
+ANYONE = {"technician", "manager", "researcher"}
+RECIPIENT = {"technician", "manager", "researcher"}
 
 #: kind -> state names (DOMAIN.md section 4).
 EXPECTED_STATES = {
@@ -100,11 +102,14 @@ EXPECTED = {
         "store": ({"registered"}, "stored", BENCH, set(), False),
         # A reserved tube stays in its box until picked: it moves with the box.
         "move": ({"stored", "reserved"}, SAME, BENCH, set(), True),
-        "reserve": ({"stored"}, "reserved", MANAGER, {"hold"}, False),
-        "unreserve": ({"reserved"}, "stored", MANAGER, set(), False),
-        "pick": ({"reserved"}, "picked", BENCH, set(), False),
-        "hand_over": ({"picked"}, "in_transit", BENCH, {"hold"}, False),
-        "distribute": ({"picked", "in_transit"}, "distributed", BENCH, {"hold"}, False),
+        # The request steps belong to the request services (issue 8): approval reserves, the
+        # pick list picks, dispatch hands over, receipt (the researcher's too) distributes.
+        "reserve": ({"stored"}, "reserved", MANAGER, {"hold"}, True),
+        "unreserve": ({"reserved"}, "stored", ANYONE, set(), True),
+        "pick": ({"reserved"}, "picked", BENCH, set(), True),
+        "put_back": ({"picked"}, "stored", BENCH, set(), True),
+        "hand_over": ({"picked"}, "in_transit", BENCH, {"hold"}, True),
+        "distribute": ({"picked", "in_transit"}, "distributed", RECIPIENT, {"hold"}, True),
         "check_out": ({"stored"}, "checked_out", BENCH, set(), False),
         "return_to_storage": ({"checked_out"}, "stored", BENCH, set(), False),
         # Only the undo at the bench takes a fresh placement back (its own service).
@@ -232,7 +237,7 @@ def test_each_guard_refuses_alone_and_only_where_the_domain_puts_it(kind, action
 
 def test_hold_refusal_names_the_reasons():
     decision = check_transition(
-        Kind.ALIQUOT, State.STORED, "reserve", Role.MANAGER, FAILING["hold"]
+        Kind.ALIQUOT, State.STORED, "reserve", Role.MANAGER, FAILING["hold"], internal=True
     )
     assert not decision.allowed
     assert "on hold" in decision.refusals[0].message
@@ -339,12 +344,21 @@ def test_internal_actions_only_through_their_own_step(kind, state, action):
     ).allowed
 
 
+#: What a researcher may do through a request's own steps: cancel it (which unreserves) and
+#: confirm its receipt (which distributes). Nothing else, and nothing as a plain button.
+RESEARCHER_STEPS = {("aliquot", "reserved", "unreserve"), ("aliquot", "picked", "distribute"),
+                    ("aliquot", "in_transit", "distribute")}  # fmt: skip
+
+
 @pytest.mark.parametrize("role", [Role.RESEARCHER, Role.ADMIN])
 def test_researchers_and_admins_can_do_nothing(role):
     for kind, state, action in TRIPLES:
         decision = check_transition(Kind(kind), State(state), action, role, PASSING, internal=True)
+        if role is Role.RESEARCHER and (kind, state, action) in RESEARCHER_STEPS:
+            assert decision.allowed
+            continue
         assert not decision.allowed
-        if action in EXPECTED[kind]:
+        if action in EXPECTED[kind] and role.value not in EXPECTED[kind][action][2]:
             assert decision.refusals[0].status == "forbidden"
     for kind in Kind:
         for state in domain.STATES[kind]:
@@ -356,14 +370,17 @@ def test_researchers_and_admins_can_do_nothing(role):
     [
         ("product_bag", "quarantine", "release"),
         ("aliquot", "stored", "reserve"),
-        ("aliquot", "reserved", "unreserve"),
     ],
 )
-def test_only_managers_release_reserve_and_unreserve(kind, state, action):
-    refused = check_transition(Kind(kind), State(state), action, Role.TECHNICIAN, PASSING)
+def test_only_managers_release_and_reserve(kind, state, action):
+    refused = check_transition(
+        Kind(kind), State(state), action, Role.TECHNICIAN, PASSING, internal=True
+    )
     assert not refused.allowed
     assert refused.refusals[0].status == "forbidden"
-    assert check_transition(Kind(kind), State(state), action, Role.MANAGER, PASSING).allowed
+    assert check_transition(
+        Kind(kind), State(state), action, Role.MANAGER, PASSING, internal=True
+    ).allowed
 
 
 @pytest.mark.parametrize(

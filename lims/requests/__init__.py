@@ -1,0 +1,1 @@
+"""Aliquot requests: search, request, review with e-signature, picking, dispatch, receipt."""
