@@ -122,6 +122,7 @@ def _register_blueprints(app: Flask) -> None:
     from lims.imports.views import bp as imports_bp
     from lims.labels.views import bp as labels_bp
     from lims.manufacturing.views import bp as manufacturing_bp
+    from lims.requests.inbox_views import bp as inbox_bp
     from lims.shipments.views import bp as shipments_bp
     from lims.storage.verification_views import bp as storage_verify_bp
     from lims.storage.views import bp as storage_bp
@@ -142,6 +143,7 @@ def _register_blueprints(app: Flask) -> None:
         storage_verify_bp,
         imports_bp,
         labels_bp,
+        inbox_bp,
     ):
         app.register_blueprint(blueprint)
     # The API authenticates with bearer tokens, never cookies, so cross-site forgery has

@@ -120,6 +120,20 @@ DEFAULTS: dict[str, Any] = {
             "aliquot": ["store", "hand_over", "distribute"],
         },
     },
+    "mail": {
+        #: The SMTP server for e-mail copies of inbox notifications; empty sends no e-mail.
+        "host": "",
+        "port": 25,
+        #: The From address of every message.
+        "sender": "lims@localhost",
+        #: Upgrade the connection with STARTTLS before logging in or sending.
+        "starttls": False,
+        #: Log in with these when a username is given.
+        "username": "",
+        "password": "",
+        #: Seconds to wait for the server to answer (a slow server never holds a page long).
+        "timeout_seconds": 10.0,
+    },
     "server": {
         "bind": "127.0.0.1:8000",
         "workers": 2,
@@ -132,6 +146,9 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "LIMS_SECRET_KEY": ("app", "secret_key"),
     "LIMS_INSTANCE_PATH": ("app", "instance_path"),
     "LIMS_PATIENT_KEY": ("security", "patient_key"),
+    "LIMS_MAIL_HOST": ("mail", "host"),
+    "LIMS_MAIL_USERNAME": ("mail", "username"),
+    "LIMS_MAIL_PASSWORD": ("mail", "password"),
 }
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
@@ -187,7 +204,24 @@ def load_settings(
             settings[section][key] = environ[variable]
     if overrides:
         _merge(settings, overrides)
+    _check_mail(settings["mail"])
     return settings
+
+
+def _check_mail(mail: dict[str, Any]) -> None:
+    """Refuse at start a [mail] section that could only fail when the first message goes out."""
+    if not 1 <= mail["port"] <= 65535:
+        raise ConfigurationError("'mail.port' must be between 1 and 65535")
+    if not 0 < mail["timeout_seconds"] <= 300:
+        raise ConfigurationError("'mail.timeout_seconds' must be more than 0 and at most 300")
+    for key in ("host", "sender", "username"):
+        if any(character.isspace() for character in mail[key]):
+            raise ConfigurationError(f"'mail.{key}' must not hold spaces or line breaks")
+    sender = mail["sender"]
+    if sender.count("@") != 1 or sender.startswith("@") or sender.endswith("@"):
+        raise ConfigurationError("'mail.sender' must be an e-mail address such as lims@example.org")
+    if mail["password"] and not mail["username"]:
+        raise ConfigurationError("'mail.password' is set but 'mail.username' is empty")
 
 
 def resolve_secret_key(settings: dict[str, Any], instance_path: Path) -> str:
