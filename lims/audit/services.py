@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -87,19 +87,38 @@ def _append(
     changes: Iterable[Change],
     reason: str | None,
 ) -> list[AuditEntry]:
+    return append_rows(
+        session,
+        actor=actor,
+        rows=[(entity, entity_id, action, change, reason) for change in changes],
+    )
+
+
+#: One audit row to write: entity, entity id, action, the change, and the reason.
+Row = tuple[str, Any, str, Change, str | None]
+
+
+def append_rows(session: Session, *, actor: User | None, rows: Sequence[Row]) -> list[AuditEntry]:
+    """Chain these rows on, in order. One atomic statement takes their positions and the
+    previous hash and holds the write lock (SQLite) or the row lock (PostgreSQL) until commit:
+    the chain never forks, however many rows a step writes."""
+    if not rows:
+        return []
+    # No ORM synchronisation: the head is never loaded as an object, and looking for it among
+    # the thousands of objects of a large step costs more than the statement.
+    last, prev_hash = session.execute(
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(seq=AuditHead.seq + len(rows))
+        .returning(AuditHead.seq, AuditHead.last_hash)
+        .execution_options(synchronize_session=False)
+    ).one()
+    at = utcnow()
     entries = []
-    for change in changes:
-        # One atomic statement takes the next position and the previous hash, and holds the
-        # write lock (SQLite) or the row lock (PostgreSQL) until commit: the chain never forks.
-        seq, prev_hash = session.execute(
-            update(AuditHead)
-            .where(AuditHead.id == 1)
-            .values(seq=AuditHead.seq + 1)
-            .returning(AuditHead.seq, AuditHead.last_hash)
-        ).one()
+    for seq, (entity, entity_id, action, change, reason) in enumerate(rows, last - len(rows) + 1):
         entry = AuditEntry(
             seq=seq,
-            at=utcnow(),
+            at=at,
             user_id=actor.id if actor is not None else None,
             actor=actor.username if actor is not None else COMMAND_LINE,
             entity=entity,
@@ -111,10 +130,15 @@ def _append(
             reason=reason,
             prev_hash=prev_hash,
         )
-        entry.row_hash = row_digest(prev_hash, _content(entry))
-        session.add(entry)
-        session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=entry.row_hash))
+        entry.row_hash = prev_hash = row_digest(prev_hash, _content(entry))
         entries.append(entry)
+    session.add_all(entries)
+    session.execute(
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(last_hash=prev_hash)
+        .execution_options(synchronize_session=False)
+    )
     return entries
 
 
@@ -188,6 +212,22 @@ def record_changes(
         changes=changes,
         reason=reason,
     )
+
+
+def record_changes_many(
+    session: Session,
+    changed: Sequence[tuple[Any, list[Change]]],
+    *,
+    actor: User | None,
+    action: str,
+    reason: str | None = None,
+) -> list[AuditEntry]:
+    """The rows of many records' changes (each with its ``pending_changes``), chained at once."""
+    rows: list[Row] = []
+    for obj, changes in changed:
+        entity, entity_id = _entity(obj)
+        rows += [(entity, entity_id, action, change, reason) for change in changes]
+    return append_rows(session, actor=actor, rows=rows)
 
 
 def record_action(

@@ -23,7 +23,7 @@ from lims.custody.models import (
     ProductLot,
     QcResult,
 )
-from lims.custody.services import Move, find_item, lineage, perform_action
+from lims.custody.services import Move, find_item, lineage, perform_action, perform_many
 from lims.errors import Conflict, Forbidden, InvalidTransition, NotFound, ValidationError
 from tests.conftest import PASSWORD
 from tests.integration.people import actor, cpr, new_episode, second_person
@@ -1222,3 +1222,41 @@ def test_a_typed_din_without_its_check_character_is_refused(app, people):
         typed = collection.code + collection.check_character
         assert find_item(session, typed, manual=True).id == collection.id
         assert find_item(session, collection.code).id == collection.id
+
+
+def test_one_step_on_many_items_is_checked_first_and_written_whole(app, people):
+    with app.app_context():
+        session = lims_db.session()
+        tech, manager = actor(session, people["tech"]), actor(session, people["manager"])
+        episode = new_episode(session, tech)
+        samples = [stored_sample(session, tech, episode) for _ in range(3)]
+        holds.place_hold(
+            session, actor=tech, item=samples[2], reason="other", detail="cap loose"
+        )
+        before = committed(app)
+        with pytest.raises(InvalidTransition, match=rf"{samples[2].code}: .*on hold"):
+            perform_many(
+                session, actor=manager, items=samples, action=Action.RESERVE, internal=True
+            )
+        session.rollback()
+        assert committed(app) == before
+        with pytest.raises(InvalidTransition, match="its own step"):
+            perform_many(session, actor=manager, items=samples[:2], action=Action.RESERVE)
+        session.rollback()
+        made = perform_many(
+            session,
+            actor=manager,
+            items=samples[:2],
+            action=Action.RESERVE,
+            reason="request REQ-1",
+            internal=True,
+        )
+        session.commit()
+        assert [(e.action, e.from_state, e.to_state, e.reason) for e in made] == [
+            ("reserve", "stored", "reserved", "request REQ-1")
+        ] * 2
+        for sample in samples[:2]:
+            (row,) = rows(session, "item", sample.id, "reserve")
+            assert (row.field, row.old_value, row.new_value) == ("state", "stored", "reserved")
+        assert session.get(Item, samples[2].id).state is State.STORED
+        assert audit.verify_chain(session).intact
