@@ -96,9 +96,18 @@ def load(
     _counters(session, plan, items.local_numbers, coi_numbers)
     writer.reset_sequences(Patient.__table__, Episode.__table__, ITEM, *STORAGE_TABLES)
     session.commit()
-    session.execute(text("ANALYZE"))  # fresh statistics, as a database in use has
     session.commit()
-    phase("counters, sequences, ANALYZE", mark)
+    # Fresh statistics, as a database in use has; on PostgreSQL also the visibility map that
+    # index-only scans (the researcher's search) rely on, which VACUUM (not in a transaction)
+    # builds.
+    engine = session.get_bind()
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM (ANALYZE)"))
+    else:
+        session.execute(text("ANALYZE"))
+        session.commit()
+    phase("counters, sequences, VACUUM/ANALYZE", mark)
     report(f"{'loaded in':<32}{time.perf_counter() - started:9.1f} s")
     return dict(writer.counts)
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     ForeignKey,
+    Index,
     Integer,
     Numeric,
     String,
@@ -72,6 +73,14 @@ CELL_TYPES = frozenset(
 UNITS = ("mL", "µL", "µg", "cells")
 
 
+#: The researcher's search reads only this index (lims.requests.search; migration 0009): the
+#: state and kind every search asks for, then what it groups by and filters on.
+SEARCH_INDEX_COLUMNS = (
+    "state", "kind", "episode_id", "timepoint", "timepoint_day", "material_type",
+    "quantity", "thaw_count", "site_id", "id",
+)  # fmt: skip
+
+
 class Item(Base):
     """A bag or tube. Never deleted: it ends in a terminal state."""
 
@@ -89,6 +98,7 @@ class Item(Base):
         CheckConstraint("position IS NULL OR box_id IS NOT NULL", name="position_in_a_box"),
         # One item per position: the database refuses a second one, whatever the race.
         UniqueConstraint("box_id", "position", name="uq_item_box_position"),
+        Index("ix_item_search", *SEARCH_INDEX_COLUMNS),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
