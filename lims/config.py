@@ -82,6 +82,16 @@ DEFAULTS: dict[str, Any] = {
         #: needs its LN2 tank); false refuses the placement until the hold is cleared.
         "store_held_material": True,
     },
+    "requests": {
+        #: How recent the opt-out register check (Vævsanvendelsesregisteret) of a patient must
+        #: be for their material to be approved for research.
+        "opt_out_check_valid_days": 30,
+        #: Studies whose requests also need their access committee's signature: the study (the
+        #: episode's protocol) and the usernames of its committee members.
+        "access_committee": {},
+        #: The most aliquots one request may name.
+        "max_lines": 2000,
+    },
     "followup": {
         #: The schedule used when the episode's protocol has none of its own: timepoints
         #: relative to infusion (day 0), each with its window and the aliquot types expected.
@@ -205,7 +215,20 @@ def load_settings(
     if overrides:
         _merge(settings, overrides)
     _check_mail(settings["mail"])
+    _check_requests(settings["requests"])
     return settings
+
+
+def _check_requests(section: dict[str, Any]) -> None:
+    if not 1 <= section["opt_out_check_valid_days"] <= 3650:
+        raise ConfigurationError("'requests.opt_out_check_valid_days' must be 1 to 3650")
+    if not 1 <= section["max_lines"] <= 100_000:
+        raise ConfigurationError("'requests.max_lines' must be 1 to 100000")
+    for study, members in section["access_committee"].items():
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ConfigurationError(
+                f"'requests.access_committee.{study}' must be a list of usernames"
+            )
 
 
 def _check_mail(mail: dict[str, Any]) -> None:

@@ -201,6 +201,12 @@ def record_consent(
             reason=HoldReason.CONSENT_WITHDRAWN,
             detail=f"consent withdrawn: {reason.strip()}",
         )
+        # Imported here: the request services build on the custody services, which use these.
+        from lims.requests import services as requests
+
+        requests.pull_withdrawn_consent(
+            session, actor=actor, patient_id=patient.id, reason=reason.strip()
+        )
     session.commit()
     return patient
 

@@ -90,3 +90,17 @@ def test_configured_secret_key_is_used_as_is(tmp_path):
     settings = load_settings(environ={"LIMS_SECRET_KEY": "configured"})
     assert resolve_secret_key(settings, tmp_path) == "configured"
     assert not (tmp_path / "secret_key").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"opt_out_check_valid_days": 0}, "opt_out_check_valid_days"),
+        ({"max_lines": 0}, "max_lines"),
+        ({"access_committee": {"CART-01": "anna"}}, "access_committee.CART-01"),
+        ({"access_committee": {"CART-01": ["anna", 3]}}, "access_committee.CART-01"),
+    ],
+)
+def test_a_malformed_requests_section_stops_the_start(tmp_path, section, message):
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(overrides={"requests": section})
