@@ -61,7 +61,7 @@ LINE = colors.Color(0.55, 0.57, 0.6)
 
 
 @cache
-def _fonts() -> tuple[str, str]:
+def pdf_fonts() -> tuple[str, str]:
     """DejaVu where the system has it, else Vera (shipped with ReportLab): both have the
     glyphs a Danish site needs (æ ø å, µ, the minus of -80 °C)."""
     for regular, bold in FONT_CANDIDATES:
@@ -84,20 +84,23 @@ def _text(value: object) -> str:
     return escape(str(value))
 
 
-def _barcode(code: str) -> Code128:
+def code128_flowable(
+    code: str, *, max_width: float = WIDTH / 2, height: float = 12 * mm
+) -> Code128:
+    """A Code 128 of ``code`` for a platypus story, its bars narrowed until it fits."""
     module = MODULE
     while True:
         barcode = Code128(
             code,
             barWidth=module,
-            barHeight=12 * mm,
+            barHeight=height,
             humanReadable=False,
             quiet=True,
             lquiet=10 * module,
             rquiet=10 * module,
             hAlign="LEFT",
         )
-        if barcode.width <= WIDTH / 2 or module <= 0.25 * mm:
+        if barcode.width <= max_width or module <= 0.25 * mm:
             return barcode
         module *= 0.8
 
@@ -218,7 +221,7 @@ def box_map_pdf(session: Session, box: Box, actor: User | None) -> bytes:
             .order_by(Item.position, Item.code)
         )
     ]
-    fonts = _fonts()
+    fonts = pdf_fonts()
     regular, bold = fonts
     title = ParagraphStyle("title", fontName=bold, fontSize=15, leading=19)
     body = ParagraphStyle("body", fontName=regular, fontSize=9, leading=12)
@@ -246,7 +249,7 @@ def box_map_pdf(session: Session, box: Box, actor: User | None) -> bytes:
     story = [
         Paragraph(f"Box {_text(box.code)}: {_text(box.path)}", title),
         Spacer(1, 2 * mm),
-        _barcode(box.code),
+        code128_flowable(box.code),
         Spacer(1, 2 * mm),
         Paragraph(facts, body),
         Spacer(1, 3 * mm),
