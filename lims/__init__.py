@@ -123,6 +123,7 @@ def _register_blueprints(app: Flask) -> None:
     from lims.labels.views import bp as labels_bp
     from lims.manufacturing.views import bp as manufacturing_bp
     from lims.requests.inbox_views import bp as inbox_bp
+    from lims.requests.views import bp as requests_bp
     from lims.shipments.views import bp as shipments_bp
     from lims.storage.verification_views import bp as storage_verify_bp
     from lims.storage.views import bp as storage_bp
@@ -144,6 +145,7 @@ def _register_blueprints(app: Flask) -> None:
         imports_bp,
         labels_bp,
         inbox_bp,
+        requests_bp,
     ):
         app.register_blueprint(blueprint)
     # The API authenticates with bearer tokens, never cookies, so cross-site forgery has

@@ -22,6 +22,7 @@ NAVIGATION: list[tuple[str, str]] = [
     ("shipments.index", "Shipments"),
     ("storage.index", "Storage"),
     ("exports.inventory_form", "Inventory"),
+    ("requests.index", "Requests"),
     ("manufacturing.index", "Manufacturing"),
     ("bench.bedside", "Bedside check"),
     ("followup.worklist", "Follow-up"),

@@ -16,6 +16,7 @@ from lims.custody.domain import TERMINAL_STATES, Kind, State
 from lims.custody.models import Hold, Item
 from lims.followup import services as followup
 from lims.manufacturing.overview import LotStatus, lots_at
+from lims.requests.services import open_requests_count
 from lims.shipments.models import Shipment, ShipmentState
 from lims.shipments.services import shipments_of_site
 
@@ -31,6 +32,8 @@ class WorkQueue:
     followup_due: int = 0
     #: Managers: lots whose QC is complete and passed, waiting for release.
     ready_for_release: list = field(default_factory=list)
+    #: Aliquot requests waiting at the site: for review (managers) or to pick (technicians).
+    requests_waiting: int = 0
 
 
 def work_queue(session: Session, *, actor: User) -> WorkQueue:
@@ -62,6 +65,7 @@ def work_queue(session: Session, *, actor: User) -> WorkQueue:
         thawed=list(thawed),
         followup_overdue=len(work.overdue),
         followup_due=len(work.due),
+        requests_waiting=open_requests_count(session, actor),
     )
     if actor.role is Role.MANAGER:
         queue.ready_for_release = lots_at(session, actor=actor).lots.get(LotStatus.READY, [])

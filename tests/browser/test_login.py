@@ -15,6 +15,7 @@ ROLE_LINKS = {
         "Shipments",
         "Storage",
         "Inventory",
+        "Requests",
         "Manufacturing",
         "Bedside check",
         "Follow-up",
@@ -26,11 +27,12 @@ ROLE_LINKS = {
         "Shipments",
         "Storage",
         "Inventory",
+        "Requests",
         "Manufacturing",
         "Bedside check",
         "Follow-up",
     ],
-    "researcher": ["Home", "Inventory"],
+    "researcher": ["Home", "Inventory", "Requests"],
 }
 
 

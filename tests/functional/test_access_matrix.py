@@ -86,6 +86,7 @@ def test_navigation_shows_each_role_its_own_links(make_user, client):
             "Shipments",
             "Storage",
             "Inventory",
+            "Requests",
             "Manufacturing",
             "Bedside check",
             "Follow-up",
@@ -97,11 +98,12 @@ def test_navigation_shows_each_role_its_own_links(make_user, client):
             "Shipments",
             "Storage",
             "Inventory",
+            "Requests",
             "Manufacturing",
             "Bedside check",
             "Follow-up",
         },
-        Role.RESEARCHER: {"Home", "Inventory"},
+        Role.RESEARCHER: {"Home", "Inventory", "Requests"},
     }
     for role, links in expected.items():
         user = make_user(role.value)
