@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Flask
 
-from lims.api import bodies
+from lims.api import bodies, request_schemas
 from lims.api.payload import Body
 from lims.api.schemas import COMPONENTS, INTEGER, STRING, enum, ref
 from lims.api.storage_schemas import STORAGE_SCHEMAS
@@ -47,6 +47,8 @@ document) with `Authorization: Bearer <token>` (`lims create-token USER`).
   No answer except the identity endpoint ever holds a CPR number, a name or a birth date.
 * Storage (units, racks, boxes and what they hold) is for the staff of the site where it
   stands, researchers excepted. Placing and moving are custody steps like any other.
+* Aliquot requests: a request you may not see answers 404, as an unknown code does. Its lines
+  show the storage location to the staff of the request's site only.
 """
 
 PARAMETERS: dict[str, dict[str, Any]] = {
@@ -63,6 +65,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "Code of a storage unit, rack or box as on its label (here: a box's "
         "where the path says boxes).",
     },
+    **request_schemas.PATH_PARAMETERS,
 }
 
 #: Query parameters, all optional.
@@ -77,6 +80,8 @@ QUERY_PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "Which kind of place the code names; needed only when a unit, a rack "
         "or a box share the code (otherwise 409).",
     },
+    #: The same name means something else under another first path segment, as above.
+    **request_schemas.QUERY_PARAMETERS,
 }
 
 #: Request bodies sent as they are rather than as JSON, by media type.
@@ -257,12 +262,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "Storage", "BoxMoveResult", body=bodies.BOX_MOVE, errors=WRITE,
     ),
 )  # fmt: skip
+OPERATIONS += tuple(Operation(**spec) for spec in request_schemas.OPERATIONS)
 
 ERRORS = {
     400: "The body is not a JSON object (or not of the media type the route takes).",
     401: "No token, or a wrong or revoked one.",
     403: "Your role (or site) may not do this.",
-    404: "No such item, patient, episode, lot, hold, shipment, site, storage unit, rack or box.",
+    404: "No such item, patient, episode, lot, hold, shipment, site, storage unit, rack, box, "
+    "request or notification (or not one you may see).",
     409: "Refused by the state machine, a guard or a clash; the message says why.",
     413: "The request is larger than the server accepts at all.",
     422: "A value is missing, unknown, of the wrong type or wrong (the key is in 'field').",
@@ -281,7 +288,12 @@ def parameters_of(operation: Operation) -> list[dict[str, Any]]:
         for name in re.findall(r"{(\w+)}", operation.path)
     ]
     in_query = [
-        {"name": name, "in": "query", "required": False, **QUERY_PARAMETERS[name]}
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            **(QUERY_PARAMETERS.get(f"{scope}:{name}") or QUERY_PARAMETERS[name]),
+        }
         for name in operation.query
     ]
     return in_path + in_query
@@ -335,7 +347,9 @@ def build_document(app: Flask) -> dict[str, Any]:
         paths.setdefault(PREFIX + operation.path, {})[operation.method] = describe(app, operation)
     schemas = dict(COMPONENTS)
     schemas.update(STORAGE_SCHEMAS)
-    schemas.update({body.name: body.schema() for body in bodies.ALL})
+    schemas.update(request_schemas.SCHEMAS)
+    every_body = (*bodies.ALL, *request_schemas.REQUEST_BODIES)
+    schemas.update({body.name: body.schema() for body in every_body})
     return {
         "openapi": "3.0.3",
         "info": {"title": "CAR-T LIMS API", "version": "1", "description": DESCRIPTION},

@@ -412,4 +412,4 @@ def followup_worklist():
 
 
 # The shipment and storage routes live in their own modules on this blueprint.
-from lims.api import shipments, storage  # noqa: E402, F401
+from lims.api import requests, shipments, storage  # noqa: E402, F401

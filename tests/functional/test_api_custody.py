@@ -152,6 +152,8 @@ def test_every_documented_body_is_checked_before_any_service_runs(app, api):
     for path, operations in document["paths"].items():
         if "post" not in operations:
             continue
+        if path.startswith(("/api/v1/requests", "/api/v1/notifications")):
+            continue  # by each route's own role: tests/functional/test_api_requests.py
         url = re.sub(r"{\w+}", "X", path.replace("{hold_id}", "1"))
         broken = api.manager.client.post(
             url, headers=api.manager.headers, data="{", content_type="application/json"
