@@ -119,22 +119,43 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--size", type=int, default=500)
     parser.add_argument("--site", default="RH")
+    parser.add_argument("--write", action="store_true", help="record the figures in RESULTS.md")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as instance:
         app = create_app(overrides=common.settings(arguments.database_url, instance))
         gc.collect()
         gc.freeze()
         one_approval(app, arguments.site, 20, 0)  # warm-up: templates, statement cache
+        with app.app_context():
+            version = common.database_version(app.extensions["lims_engine"])
         millis = [
             one_approval(app, arguments.site, arguments.size, 0)
             for _ in range(arguments.repeat)
         ]
     figures = summary(f"approval of {arguments.size} aliquots", millis)
     backend = common.backend_name(arguments.database_url)
-    print(
+    line = (
         f"{backend}: {figures['name']}: n={figures['n']} p50={figures['p50']:.0f} ms "
         f"p95={figures['p95']:.0f} ms max={figures['max']:.0f} ms (target {TARGET_MS:.0f} ms)"
     )
+    print(line)
+    if arguments.write:
+        met = "met" if figures["p95"] <= TARGET_MS else "MISSED"
+        body = [
+            f"## Request approval on {backend} ({common.today()})",
+            "",
+            f"A request for {arguments.size} aliquots, {arguments.repeat} times. Machine: "
+            f"{common.machine()}. Database: {version}. Server time around "
+            "`review.decide` (signature, eligibility, locks, one reserve event and its audit rows "
+            "per aliquot, commit); `benchmarks/requests_approval.py`.",
+            "",
+            common.table(
+                ["n", "p50 ms", "p95 ms", "max ms", "target", ""],
+                [[figures["n"], f"{figures['p50']:.0f}", f"{figures['p95']:.0f}",
+                  f"{figures['max']:.0f}", f"p95 ≤ {TARGET_MS:.0f} ms", met]],
+            ),
+        ]  # fmt: skip
+        common.write_section(f"requests-approval:{backend}", "\n".join(body))
 
 
 if __name__ == "__main__":
