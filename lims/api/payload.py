@@ -152,9 +152,14 @@ def read_value(spec: Field, value: Any, path: str) -> Any:
 
 
 def refuse_nul(value: str, path: str) -> None:
-    """No text may hold a NUL character (PostgreSQL refuses it; no scanner sends it)."""
+    """No text may hold a NUL character (PostgreSQL refuses it; no scanner sends it), nor a
+    lone surrogate (JSON's "\\ud800" decodes to one; it cannot be stored as UTF-8)."""
     if "\x00" in value:
         raise ValidationError(f"'{path}' contains a NUL character.", field=path)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"'{path}' is not valid Unicode text.", field=path) from None
 
 
 def _wrong(path: str, what: str) -> ValidationError:

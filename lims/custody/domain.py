@@ -289,7 +289,7 @@ TRANSITIONS: dict[Kind, dict[Action, Transition]] = {
         Action.UNRESERVE: _t(
             {S.RESERVED}, S.STORED, roles=ANYONE, needs_reason=True, internal=True
         ),
-        Action.PICK: _t({S.RESERVED}, S.PICKED, internal=True),
+        Action.PICK: _t({S.RESERVED}, S.PICKED, guards=(not_on_hold,), internal=True),
         # A picked tube whose request no longer wants it goes back into a box.
         Action.PUT_BACK: _t({S.PICKED}, S.STORED, internal=True),
         Action.HAND_OVER: _t({S.PICKED}, S.IN_TRANSIT, guards=(not_on_hold,), internal=True),

@@ -38,6 +38,7 @@ from lims.custody.models import (
 from lims.db import utcnow
 from lims.errors import Conflict, Forbidden, InvalidTransition, NotFound, ValidationError
 from lims.patients.models import Episode
+from lims.requests.models import ACTIVE_LINE_STATUSES, AliquotRequest, RequestLine
 
 
 def custody_settings() -> dict[str, Any]:
@@ -308,8 +309,33 @@ LEAVES_STORAGE = frozenset(
         Action.UNDO_STORE,
     }
 )
+#: The states in which a request holds an aliquot.
+REQUEST_STATES = frozenset({State.RESERVED, State.PICKED, State.IN_TRANSIT})
 REFUSALS = {"forbidden": Forbidden, "unknown": InvalidTransition, "conflict": InvalidTransition}
 NEEDS_CUSTODIAN = {Action.SHIP, Action.HAND_OVER}
+
+
+def held_by_request(session: Session, item: Item) -> str | None:
+    """The request that holds this tube (reserved, picked or handed over for it), if any.
+
+    Such a tube leaves that state only through the request's own steps (a short pick, a
+    withdrawal): ended by a bare discard or loss, it would strand the request."""
+    if item.kind is not Kind.ALIQUOT or item.state not in REQUEST_STATES:
+        return None
+    return session.scalar(
+        select(AliquotRequest.code)
+        .join(RequestLine, RequestLine.request_id == AliquotRequest.id)
+        .where(RequestLine.item_id == item.id, RequestLine.status.in_(ACTIVE_LINE_STATUSES))
+    )
+
+
+def refuse_if_held_by_request(session: Session, item: Item) -> None:
+    code = held_by_request(session, item)
+    if code is not None:
+        raise InvalidTransition(
+            f"{item.code} is held by request {code}: a tube that cannot go is recorded short "
+            "on the request's pick list."
+        )
 
 
 def perform_action(
@@ -334,6 +360,8 @@ def perform_action(
     item = find_item(session, code, for_update=True)
     if not visible_to(actor, item):
         raise NotFound(f"No bag or tube with identifier {item.code}.")
+    if not internal:
+        refuse_if_held_by_request(session, item)
     facts = gather_facts(session, item)
     decision = domain.check_transition(
         item.kind, item.state, action, actor.role, facts, internal=internal
@@ -438,6 +466,8 @@ def perform_many(
     for item in items:
         if not visible_to(actor, item):
             raise NotFound(f"No bag or tube with identifier {item.code}.")
+        if not internal:
+            refuse_if_held_by_request(session, item)
         decision = domain.check_transition(
             item.kind, item.state, action, actor.role, facts[item.id], internal=internal
         )

@@ -188,6 +188,13 @@ def record_consent(
     newly_withdrawn = withdrawn and patient.consent_withdrawn_at is None
     if patient.consent_withdrawn_at is not None and not withdrawn:
         raise Conflict("Consent was withdrawn; a new consent is recorded as a new registration.")
+    # Imported here: the request services build on the custody services, which use these.
+    from lims.requests import services as requests
+
+    if newly_withdrawn:
+        # The request steps lock their request, then its tubes, then the audit chain: take the
+        # same order here, before the first audit row, so the two never deadlock.
+        requests.lock_for_withdrawal(session, patient.id)
     patient.consent_biobank = biobank and not withdrawn
     patient.consent_genetic = genetic and not withdrawn
     if newly_withdrawn:
@@ -201,13 +208,12 @@ def record_consent(
             reason=HoldReason.CONSENT_WITHDRAWN,
             detail=f"consent withdrawn: {reason.strip()}",
         )
-        # Imported here: the request services build on the custody services, which use these.
-        from lims.requests import services as requests
-
         requests.pull_withdrawn_consent(
             session, actor=actor, patient_id=patient.id, reason=reason.strip()
         )
     session.commit()
+    if newly_withdrawn:
+        requests.mail_after_commit(session)
     return patient
 
 

@@ -25,8 +25,8 @@ from lims.requests.models import (
 )
 from lims.requests.notify import managers_of
 from lims.requests.services import (
+    after_lines_change,
     check_step,
-    close_if_nothing_left,
     get_request,
     lock_items,
     mail_after_commit,
@@ -116,7 +116,7 @@ def pick(session: Session, *, actor: User | None, code: str, scan: str) -> Reque
     line.picked_at = utcnow()
     line.picked_by_id = actor.id
     audit.record_changes(session, line, actor=actor, action="pick")
-    _after_pick_step(session, request, actor)
+    after_lines_change(session, request, actor)
     session.commit()
     mail_after_commit(session)
     return line
@@ -146,7 +146,8 @@ def short_pick(
     if len(reason) > 500:
         raise ValidationError("The reason is at most 500 characters.", field="reason")
     item, line = _line_for_scan(session, request, item_code)
-    if line is None or line.status is not LineStatus.APPROVED:
+    # A picked tube may turn out damaged (or be dropped) before it leaves: short too.
+    if line is None or line.status not in {LineStatus.APPROVED, LineStatus.PICKED}:
         raise Conflict(f"{item.code} is not waiting on the pick list of {request.code}.")
     words = f"short pick for {request.code} ({short.value}): {reason}"
     perform_action(
@@ -155,6 +156,7 @@ def short_pick(
         code=item.code,
         action=Action.LOSE if short is ShortKind.MISSING else Action.DISCARD,
         reason=words,
+        internal=True,  # the request's own step: the tube leaves the request with it
         commit=False,
     )
     line.status = LineStatus.SHORT
@@ -168,32 +170,10 @@ def short_pick(
         request=request,
         message=f"Request {request.code}: {item.code} could not be picked ({short.value}).",
     )
-    _after_pick_step(session, request, actor)
+    after_lines_change(session, request, actor)
     session.commit()
     mail_after_commit(session)
     return line
-
-
-def _after_pick_step(session: Session, request: AliquotRequest, actor: User) -> None:
-    if request.state is not R.PICKING and any(x.status in TRAVELLING for x in request.lines):
-        set_state(session, request, R.PICKING, actor)
-    if any(x.status in TO_PICK for x in request.lines):
-        return
-    if not any(x.status in TRAVELLING for x in request.lines):
-        close_if_nothing_left(session, request, actor)
-        return
-    if request.ready_at is None:
-        request.ready_at = utcnow()
-        audit.record_changes(session, request, actor=actor, action="ready")
-        count = sum(1 for x in request.lines if x.status in TRAVELLING)
-        how = "to collect" if request.delivery is Delivery.PICK_UP else "to ship"
-        tell(
-            session,
-            [request.researcher],
-            kind="ready",
-            request=request,
-            message=f"Request {request.code} is ready {how}: {count} aliquots.",
-        )
 
 
 # -- dispatch and receipt ----------------------------------------------------------------------
@@ -282,6 +262,8 @@ def confirm_receipt(
     actor = check_step(session, actor, request, "receive")
     if actor.role is Role.RESEARCHER:
         require_own(actor, request)
+    else:
+        require_site(actor, request)
     note = (note or "").strip()
     if len(note) > 500:
         raise ValidationError("The note is at most 500 characters.", field="note")

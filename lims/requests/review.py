@@ -358,7 +358,7 @@ def decide(
     if approve is None:
         chosen = list(requested)
     else:
-        chosen = [str(c).strip().upper() for c in approve if str(c).strip()]
+        chosen = list(dict.fromkeys(str(c).strip().upper() for c in approve if str(c).strip()))
         strangers = [c for c in chosen if c not in requested]
         if strangers:
             raise ValidationError(

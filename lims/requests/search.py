@@ -581,6 +581,7 @@ def resolve_criterion(
     max_thaws: int | None = None,
     site: str | None = None,
     exclude_item_ids: Iterable[int] = (),
+    genetic: bool = False,
 ) -> Resolution:
     """Up to ``per_subject`` available aliquots of ``material_type`` for every subject of
     ``study`` at every asked timepoint, the fewest thaws first, then the largest quantity, then
@@ -589,7 +590,8 @@ def resolve_criterion(
     The subjects of a study are the patients with any aliquot of it (whatever its type or
     state) whose consent allows research use. With timepoints asked, every subject is checked at
     each of them; with none asked, at every timepoint where the subject ever had this material
-    type, and a subject who never had it gets one line for "any timepoint"."""
+    type, and a subject who never had it gets one line for "any timepoint". For ``genetic``
+    analyses only subjects with genetic consent are chosen (the others show as short)."""
     filters = SearchFilters(
         study=study,
         material_type=material_type,
@@ -622,6 +624,8 @@ def resolve_criterion(
     )
     if labels:
         candidates = candidates.where(key.in_([k for k, _ in labels]))
+    if genetic:
+        candidates = candidates.where(Patient.consent_genetic.is_(True))
     if excluded:
         candidates = candidates.where(
             Item.id.not_in(bindparam("excluded", excluded, literal_execute=True))

@@ -433,10 +433,12 @@ def remove_criterion(session: Session, *, actor: User | None, code: str, criteri
     session.commit()
 
 
-def _resolve_criteria(session: Session, request: AliquotRequest) -> None:
+def _resolve_criteria(session: Session, request: AliquotRequest) -> list[RequestLine]:
+    """Turn the criteria into lines (returned, not yet flushed); write down what is short."""
     from lims.requests import search
 
     chosen = {line.item_id for line in request.lines}
+    made = []
     for criterion in request.criteria:
         found = search.resolve_criterion(
             session,
@@ -448,19 +450,21 @@ def _resolve_criteria(session: Session, request: AliquotRequest) -> None:
             max_thaws=criterion.max_thaws,
             site=criterion.site_code or None,
             exclude_item_ids=chosen,
+            genetic=request.genetic,
         )
         for item_id in found.items:
             if item_id not in chosen:
-                session.add(
-                    RequestLine(
-                        request=request,
-                        item_id=item_id,
-                        criterion_id=criterion.id,
-                        status=LineStatus.REQUESTED,
-                    )
+                line = RequestLine(
+                    request=request,
+                    item_id=item_id,
+                    criterion_id=criterion.id,
+                    status=LineStatus.REQUESTED,
                 )
+                session.add(line)
+                made.append(line)
                 chosen.add(item_id)
         criterion.shortfall = "\n".join(found.shortfall)
+    return made
 
 
 def submit(session: Session, *, actor: User | None, code: str) -> list[AliquotRequest]:
@@ -481,17 +485,20 @@ def submit(session: Session, *, actor: User | None, code: str) -> list[AliquotRe
         raise ValidationError("Fill in before submitting: " + ", ".join(missing) + ".")
     if not request.lines and not request.criteria:
         raise ValidationError("Choose aliquots or give criteria before submitting.", field="items")
-    _resolve_criteria(session, request)
+    resolved = _resolve_criteria(session, request)
     session.flush()
+    for line in resolved:
+        audit.record_created(session, line, actor=actor, reason="resolved from a criterion")
     session.refresh(request, ["lines"])
-    if not request.lines:
+    wanted = [line for line in request.lines if line.status is LineStatus.REQUESTED]
+    if not wanted:
         session.rollback()
-        raise Conflict("No available aliquot matches the criteria; nothing was submitted.")
-    if len(request.lines) > settings()["max_lines"]:
+        raise Conflict("No available aliquot is left in the request; nothing was submitted.")
+    if len(wanted) > settings()["max_lines"]:
         session.rollback()
         raise Conflict(f"A request names at most {settings()['max_lines']} aliquots.")
     by_site: dict[int, list[RequestLine]] = defaultdict(list)
-    for line in request.lines:
+    for line in wanted:
         by_site[line.item.site_id].append(line)
     sites = sorted(by_site, key=lambda site_id: (-len(by_site[site_id]), site_id))
     now = utcnow()
@@ -512,20 +519,30 @@ def submit(session: Session, *, actor: User | None, code: str) -> list[AliquotRe
             delivery=request.delivery,
         )
         session.add(sibling)
-        for line in by_site[site_id]:
-            line.request = sibling
         audit.record_created(
             session, sibling, actor=actor, reason=f"the part of {request.code} kept at this site"
+        )  # flushes: the sibling has its id
+        for line in by_site[site_id]:
+            line.request_id = sibling.id
+        record_lines(
+            session,
+            by_site[site_id],
+            actor=actor,
+            action="split",
+            reason=f"kept at another site: moved to {sibling.code}",
         )
         made.append(sibling)
     session.flush()
+    for each in made:
+        session.expire(each, ["lines"])  # the lines moved by their request_id
     for each in made:
         tell(
             session,
             managers_of(session, each.site_id),
             kind="submitted",
             request=each,
-            message=f"Request {each.code} was submitted: {len(each.lines)} aliquots for "
+            message=f"Request {each.code} was submitted: "
+            f"{sum(x.status is LineStatus.REQUESTED for x in each.lines)} aliquots for "
             f'"{each.title[:80]}".',
         )
         studies = committee_needed(session, each)
@@ -634,6 +651,28 @@ def cancel(session: Session, *, actor: User | None, code: str, reason: str) -> A
     return request
 
 
+def lock_for_withdrawal(session: Session, patient_id: int) -> None:
+    """Lock the open requests that hold the patient's tubes, then the tubes, each in id order
+    (the order of the request steps), ahead of a consent withdrawal."""
+    tubes = (
+        select(Item.id)
+        .join(Episode, Item.episode_id == Episode.id)
+        .where(Episode.patient_id == patient_id)
+    )
+    session.execute(
+        select(AliquotRequest.id)
+        .where(
+            AliquotRequest.state.in_(list(OPEN_STATES)),
+            AliquotRequest.id.in_(
+                select(RequestLine.request_id).where(RequestLine.item_id.in_(tubes))
+            ),
+        )
+        .order_by(AliquotRequest.id)
+        .with_for_update(of=AliquotRequest)
+    ).all()
+    lock_items(session, list(session.scalars(tubes)))
+
+
 def pull_withdrawn_consent(
     session: Session, *, actor: User | None, patient_id: int, reason: str
 ) -> list[RequestLine]:
@@ -682,8 +721,35 @@ def pull_withdrawn_consent(
             request=request,
             message=message[:500],
         )
-        close_if_nothing_left(session, request, actor)
+        after_lines_change(session, request, actor)
     return pulled
+
+
+def after_lines_change(session: Session, request: AliquotRequest, actor: User | None) -> None:
+    """After a pick, a short pick or a withdrawal: picking has begun; once nothing is left to
+    pick the researcher is told the material is ready, or the request closes when nothing is
+    left to send."""
+    if request.state not in {R.APPROVED, R.PARTLY_APPROVED, R.PICKING}:
+        return
+    if request.state is not R.PICKING and any(x.status in TRAVELLING for x in request.lines):
+        set_state(session, request, R.PICKING, actor)
+    if any(x.status in TO_PICK for x in request.lines):
+        return
+    if not any(x.status in TRAVELLING for x in request.lines):
+        close_if_nothing_left(session, request, actor)
+        return
+    if request.ready_at is None:
+        request.ready_at = utcnow()
+        audit.record_changes(session, request, actor=actor, action="ready")
+        count = sum(1 for x in request.lines if x.status in TRAVELLING)
+        how = "to collect" if request.delivery is Delivery.PICK_UP else "to ship"
+        tell(
+            session,
+            [request.researcher],
+            kind="ready",
+            request=request,
+            message=f"Request {request.code} is ready {how}: {count} aliquots.",
+        )
 
 
 def close_if_nothing_left(session: Session, request: AliquotRequest, actor: User | None) -> None:

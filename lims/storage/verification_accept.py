@@ -24,6 +24,7 @@ from lims.custody.services import (
     Move,
     commit_or_conflict,
     gather_facts,
+    held_by_request,
     perform_action,
 )
 from lims.db import utcnow
@@ -226,6 +227,9 @@ def _step_into_box(item: Item) -> Action:
 
 
 def _refusal(session: Session, actor: User, item: Item, step: Action) -> str | None:
+    request = held_by_request(session, item)
+    if request is not None and step is not Action.MOVE:
+        return f"it is held by request {request} (record it short on the pick list)."
     decision = domain.check_transition(
         item.kind,
         item.state,

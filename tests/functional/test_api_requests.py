@@ -554,6 +554,7 @@ def test_wrong_values_are_422_naming_the_key_and_change_nothing(app, world):
         ({"title": "x", "genetic": "yes"}, "genetic"),
         ({"title": "x", "colour": "red"}, "colour"),
         ({"title": "x\x00"}, "title"),
+        ({"title": "x\ud800y"}, "title"),  # a lone surrogate: not storable text
     ]:
         researcher.refused("post", "/requests", 422, body, field)
     assert researcher.ok("get", "/requests")["requests"] == []  # nothing was made

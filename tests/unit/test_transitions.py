@@ -106,7 +106,8 @@ EXPECTED = {
         # pick list picks, dispatch hands over, receipt (the researcher's too) distributes.
         "reserve": ({"stored"}, "reserved", MANAGER, {"hold"}, True),
         "unreserve": ({"reserved"}, "stored", ANYONE, set(), True),
-        "pick": ({"reserved"}, "picked", BENCH, set(), True),
+        # A tube put on hold after approval is not picked: it is recorded short.
+        "pick": ({"reserved"}, "picked", BENCH, {"hold"}, True),
         "put_back": ({"picked"}, "stored", BENCH, set(), True),
         "hand_over": ({"picked"}, "in_transit", BENCH, {"hold"}, True),
         "distribute": ({"picked", "in_transit"}, "distributed", RECIPIENT, {"hold"}, True),
