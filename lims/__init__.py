@@ -73,10 +73,11 @@ def create_app(
     check_verify_before(settings)
     _register_user_loaders()
 
-    from lims import web
+    from lims import dbfaults, web
     from lims.auth.access import enforce_access
 
     web.init_app(app)
+    dbfaults.register(app)
     app.before_request(_make_session_permanent)
     # Registered after web.init_app so that access is refused before anything else runs.
     app.before_request_funcs.setdefault(None, []).insert(0, enforce_access)

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -88,8 +89,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: Seconds to wait for PostgreSQL to accept a connection: a cut network fails the request
+#: (503, lims.dbfaults) instead of holding a worker past gunicorn's own timeout.
+CONNECT_TIMEOUT_SECONDS = 5
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
-    engine = create_engine(url, echo=echo, pool_pre_ping=not url.startswith("sqlite"))
+    options: dict[str, Any] = {}
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    engine = create_engine(url, echo=echo, pool_pre_ping=not url.startswith("sqlite"), **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         if engine.url.database and engine.url.database != ":memory:":
@@ -107,8 +117,15 @@ def init_app(app: Flask, url: str, *, echo: bool = False) -> None:
     @app.teardown_appcontext
     def close_session(_exc: BaseException | None) -> None:
         session = g.pop("db_session", None)
-        if session is not None:
+        if session is None:
+            return
+        try:
             session.rollback()
+        except DBAPIError as exc:
+            # The server went away after the answer was made (a restart): nothing is left to
+            # roll back there, the pool drops the connection, and the answer stands.
+            current_app.logger.warning("rollback on a lost database connection: %s", exc.orig)
+        finally:
             session.close()
 
 
