@@ -435,12 +435,15 @@ def test_the_pdf_reads_back_barcodes_particulars_and_rows(app, shipment, tmp_pat
         "page 1 of 1",
     ):
         assert phrase in text, phrase
+    # The rows' cells in order. Spaces aside: pdftotext may split a word whose glyphs are
+    # set wide (a pseudonym such as PD8KGWWQ came out in two pieces once).
+    packed = text.replace(" ", "")
     for number, row in enumerate(shipment.expected, start=1):
-        assert _pdf_row(number, row) in text
+        assert _pdf_row(number, row).replace(" ", "") in packed
     thawed = next(row for row in shipment.expected if row.thaw_count)
-    assert f"{thawed.subject} CART-01 D0 day 0 Plasma 1.5 mL 1 thaw" in text
+    assert f"{thawed.subject}CART-01D0day0Plasma1.5mL1thaw" in packed
     undated = next(row for row in shipment.expected if row.timepoint is None)
-    assert f"{undated.subject} CART-01 — DNA 1 mL 0 thaws" in text
+    assert f"{undated.subject}CART-01—DNA1mL0thaws" in packed
 
 
 def test_a_pick_up_by_an_internal_researcher_shows_no_recipient_institution(
