@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask, request
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.routing import IntegerConverter
 
 from lims import db
 from lims.config import default_database_url, load_settings, resolve_secret_key
@@ -23,6 +24,14 @@ login_manager.login_message_category = "info"
 login_manager.session_protection = "basic"
 
 
+class DatabaseId(IntegerConverter):
+    """``<int:...>`` in routes: at most the largest id an INTEGER column holds."""
+
+    def __init__(self, url_map, *args, **kwargs) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(url_map, *args, **kwargs)
+
+
 def create_app(
     config_path: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | None = None,
@@ -33,6 +42,8 @@ def create_app(
     app = Flask(
         __name__, instance_path=str(Path(instance_path).resolve()) if instance_path else None
     )
+    # An id in a path beyond the database's INTEGER is a 404, not an overflow (a 500).
+    app.url_map.converters["int"] = DatabaseId
     instance = Path(app.instance_path)
     instance.mkdir(parents=True, exist_ok=True)
     if not settings["database"]["url"]:

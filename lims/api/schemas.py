@@ -99,11 +99,15 @@ ITEM: Schema = obj(
     "A bag or tube as technicians, managers and administrators see it.",
 )
 
-RESEARCHER_ITEM: Schema = obj(
-    {key: ITEM["properties"][key] for key in RESEARCHER_ITEM_KEYS},
-    "An aliquot as a researcher sees it: no calendar dates, no people, no Chain of Identity; "
-    "'parent' only when the parent is an aliquot too.",
-)
+RESEARCHER_ITEM: Schema = {
+    **obj(
+        {key: ITEM["properties"][key] for key in RESEARCHER_ITEM_KEYS},
+        "An aliquot as a researcher sees it: no calendar dates, no people, no Chain of "
+        "Identity; 'parent' only when the parent is an aliquot too. Nothing else: a staff "
+        "answer is never mistaken for it (oneOf), and a researcher's never carries more.",
+    ),
+    "additionalProperties": False,
+}
 
 SIGNATURE: Schema = obj({"printed_name": STRING, "meaning": STRING, "signed_at": TIME})
 

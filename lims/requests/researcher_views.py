@@ -160,10 +160,14 @@ def _add(code: str | None, codes: list[str], back: str) -> Any:
     session = db.session()
     try:
         if code is None:
-            cart = _cart(session) or services.create_request(session, actor=current_user)
+            # A new cart is made with its first addition, and refused with it.
+            cart = _cart(session) or services.create_request(
+                session, actor=current_user, commit=False
+            )
             code = cart.code
         added = services.add_items(session, actor=current_user, code=code, item_codes=codes)
     except DomainError as exc:
+        session.rollback()
         flash(exc.message, "error")
         return redirect(back)
     if added:

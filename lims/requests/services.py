@@ -237,8 +237,12 @@ def _clean_text(values: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def create_request(session: Session, *, actor: User | None, **values: Any) -> AliquotRequest:
-    """A new draft (the researcher's cart) with whatever details are known yet."""
+def create_request(
+    session: Session, *, actor: User | None, commit: bool = True, **values: Any
+) -> AliquotRequest:
+    """A new draft (the researcher's cart) with whatever details are known yet. ``commit``
+    False: part of the caller's transaction (a cart made by its first addition, which
+    refuses it with the addition)."""
     if actor is None or actor.role is not Role.RESEARCHER:
         raise Forbidden("Requests are made by researchers.")
     cleaned = _clean_text(values)
@@ -253,7 +257,8 @@ def create_request(session: Session, *, actor: User | None, **values: Any) -> Al
     )
     session.add(request)
     audit.record_created(session, request, actor=actor)
-    session.commit()
+    if commit:
+        session.commit()
     return request
 
 
