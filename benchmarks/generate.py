@@ -17,9 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from benchmarks import common
 from benchmarks.dataset import PASSWORD, load
+from benchmarks.dataset_audit import append_audit
 from benchmarks.plan import Spec
 from lims import create_app, migrate
 from lims import db as lims_db
+from lims.audit.models import AuditHead
 from lims.audit.services import verify_chain
 
 
@@ -43,6 +45,27 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-copy", action="store_true", help="PostgreSQL: INSERT batches instead of COPY"
     )
+    parser.add_argument(
+        "--extra-audit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then chain N more audit rows of daily work (benchmarks/dataset_audit.py), "
+        "e.g. 4000000 for a 5,000,000-row trail",
+    )
+    parser.add_argument(
+        "--audit-total",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of --extra-audit: as many more rows as make the trail N rows long "
+        "(make bench: 5,000,000 for 1,000,000 aliquots)",
+    )
+    parser.add_argument(
+        "--extra-audit-only",
+        action="store_true",
+        help="only append the --extra-audit rows to the data set already in the database",
+    )
     parser.add_argument("--instance-path", default=str(common.DEFAULT_INSTANCE))
     parser.add_argument("--write", action="store_true", help="record the figures in RESULTS.md")
     return parser.parse_args(argv)
@@ -59,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         batch=args.batch,
     )
+    if args.extra_audit_only:
+        return extra_audit_only(args)
     engine = lims_db.make_engine(args.database_url)
     if not common.is_empty(engine):
         if not args.reset:
@@ -82,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     with app.app_context():
         session = lims_db.session()
         counts = load(session, spec, report=report, use_copy=not args.no_copy)
+        if args.audit_total:
+            args.extra_audit = max(0, args.audit_total - session.get(AuditHead, 1).seq)
+        if args.extra_audit:
+            mark = time.perf_counter()
+            append_audit(session, args.extra_audit, seed=spec.seed, use_copy=not args.no_copy)
+            report(
+                f"{'extra audit rows':<32}{time.perf_counter() - mark:9.1f} s  {args.extra_audit}"
+            )
+            counts["audit_entry"] += args.extra_audit
         mark = time.perf_counter()
         chain = verify_chain(session)
         report(
@@ -101,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 f"`python benchmarks/generate.py --aliquots {spec.aliquots} --boxes {spec.boxes}"
                 f" --patients {spec.patients} --sites {spec.sites}"
+                f"{f' --extra-audit {args.extra_audit}' if args.extra_audit else ''}"
                 f"{' --no-copy' if args.no_copy else ''}`",
                 f"on {common.machine()}; {version}.",
                 "",
@@ -113,6 +148,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         common.write_section(f"generate:{common.backend_name(args.database_url)}", body)
     return 0 if chain.intact else 1
+
+
+def extra_audit_only(args: argparse.Namespace) -> int:
+    """``--extra-audit N --extra-audit-only``: grow the trail of a generated data set."""
+    app = create_app(overrides=common.settings(args.database_url, args.instance_path))
+    with app.app_context():
+        session = lims_db.session()
+        started = time.perf_counter()
+        last = append_audit(session, args.extra_audit, seed=args.seed, use_copy=not args.no_copy)
+        print(f"{'extra audit rows':<32}{time.perf_counter() - started:9.1f} s  {args.extra_audit}")
+        mark = time.perf_counter()
+        chain = verify_chain(session)
+        print(
+            f"{'audit verify_chain':<32}{time.perf_counter() - mark:9.1f} s  "
+            f"{chain.rows} rows, {'intact' if chain.intact else chain.problem}"
+        )
+    return 0 if chain.intact and chain.rows == last else 1
 
 
 if __name__ == "__main__":
