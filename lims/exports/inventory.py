@@ -26,9 +26,11 @@ Who sees what:
 Memory stays bounded whatever the size of the freezer park: one SELECT with joins over Core
 columns (no ORM object per row), read through a server-side cursor on PostgreSQL in chunks of
 ``CHUNK_ROWS``, each chunk shaped as a pandas DataFrame and written before the next is read
-(``lims.exports.tables``). CSV (UTF-8, comma-separated, one header line) goes out chunk by
-chunk, to a streamed HTTP response or a file; XLSX is written with openpyxl's write-only
-workbook, chunk by chunk, never a whole worksheet in memory. Dates are local time
+(``lims.exports.tables``); on PostgreSQL the CSV is instead written by the database with
+``COPY (SELECT ...) TO STDOUT``, cell for cell the same (``lims.exports.copy_csv``). CSV
+(UTF-8, comma-separated, one header line) goes out chunk by chunk, to a streamed HTTP
+response or a file; XLSX is written with openpyxl's write-only workbook, chunk by chunk,
+never a whole worksheet in memory. Dates are local time
 (Europe/Copenhagen by default): ``YYYY-MM-DD HH:MM`` text in CSV, date cells in XLSX; the
 quantity is a number in both. Every export writes one audit row: who, which filter, which
 view, how many rows, and whether it ran to its end.
@@ -250,6 +252,21 @@ def prepare_export(
     )
 
 
+def box_order() -> list[Any]:
+    """The order of the boxes in an export: site, unit, the boxes in racks (by rack) before
+    the loose ones, then the box; in each box its items by position, then code. Box codes
+    are unique, so no two boxes tie."""
+    return [
+        Site.code,
+        StorageUnit.code,
+        Box.rack_id.is_(None),
+        Rack.ordinal,
+        Rack.code,
+        Box.ordinal,
+        Box.code,
+    ]
+
+
 def _statement(researcher: bool) -> Select:
     """One SELECT with joins: item, box, unit, site, rack (a box may stand in none), episode
     and patient (for the pseudonym, and the consent a researcher's export depends on).
@@ -295,17 +312,7 @@ def _statement(researcher: bool) -> Select:
         .join(Episode, Item.episode_id == Episode.id)
         .join(Patient, Episode.patient_id == Patient.id)
         .where(Item.box_id.is_not(None))
-        .order_by(
-            Site.code,
-            StorageUnit.code,
-            Box.rack_id.is_(None),
-            Rack.ordinal,
-            Rack.code,
-            Box.ordinal,
-            Box.code,
-            Item.position,
-            Item.code,
-        )
+        .order_by(*box_order(), Item.position, Item.code)
     )
     if researcher:
         statement = statement.where(
