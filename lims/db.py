@@ -85,8 +85,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # SQLite ignores foreign keys unless asked, per connection.
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    # A writer waits for SQLite's single write lock this long before the request fails with
+    # 503 (lims.dbfaults): 5 s gave a few refusals with 50 busy users (benchmarks/load.py),
+    # and this stays well inside gunicorn's 30 s worker timeout.
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+#: Milliseconds a SQLite writer waits for the write lock.
+SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
 #: Seconds to wait for PostgreSQL to accept a connection: a cut network fails the request
