@@ -16,10 +16,12 @@ message (:class:`TableError`), never an exception from deep inside a parser.
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 import warnings
 import zipfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +36,11 @@ MAX_ROWS = 20_000
 MAX_UNPACKED_BYTES = 100 * 1024 * 1024
 MAX_PACKING_RATIO = 200
 SEPARATORS = (";", ",", "\t")
+#: Columns a header may have: the widest template has fewer than 30. A wider file is refused
+#: before it is parsed, whatever it holds (100,000 columns once took minutes to refuse).
+MAX_COLUMNS = 200
+#: Unknown columns named in a refusal; the rest are counted.
+MAX_NAMED_COLUMNS = 10
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACING = re.compile(r"[\s_\-]+")
@@ -185,10 +192,13 @@ def _read_csv(data: bytes, filename: str) -> list[list[str]]:
     text = _decode(data, filename)
     if not text.strip():
         raise TableError("The file is empty. Nothing was imported.")
+    separator = _separator(text)
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    _check_width(len(next(csv.reader([header], delimiter=separator), [])))
     try:
         frame = pd.read_csv(
             io.StringIO(text),
-            sep=_separator(text),
+            sep=separator,
             header=None,
             dtype=str,
             keep_default_na=False,
@@ -221,6 +231,7 @@ def _rows(grid: list[list[str]], columns: Sequence[Column], max_rows: int) -> li
     first = next((n for n, cells in enumerate(grid) if any(cells)), None)
     if first is None:
         raise TableError("The file holds no rows. Nothing was imported.")
+    _check_width(len(grid[first]))
     header = [column_key(name) for name in grid[first]]
     body = [(n + 1, cells) for n, cells in enumerate(grid) if n > first and any(cells)]
     _check_header(header, body, columns)
@@ -242,6 +253,21 @@ def _rows(grid: list[list[str]], columns: Sequence[Column], max_rows: int) -> li
     ]
 
 
+def _check_width(cells: int) -> None:
+    if cells > MAX_COLUMNS:
+        raise TableError(
+            f"The header row has {cells:,} columns; an import takes at most {MAX_COLUMNS}. "
+            "Download the template for the column names. Nothing was imported."
+        )
+
+
+def _named(names: list[str]) -> str:
+    """Names for a message: the first few, then how many more."""
+    shown = ", ".join(names[:MAX_NAMED_COLUMNS])
+    more = len(names) - MAX_NAMED_COLUMNS
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
 def _check_header(
     header: list[str], body: list[tuple[int, list[str]]], columns: Sequence[Column]
 ) -> None:
@@ -253,17 +279,18 @@ def _check_header(
         if not name and any(n < len(cells) and cells[n] for _, cells in body)
     ]
     if unnamed:
-        problems.append(f"column {', '.join(unnamed)} has values but no header")
-    doubled = sorted({name for name in header if name and header.count(name) > 1})
+        problems.append(f"column {_named(unnamed)} has values but no header")
+    counted = Counter(name for name in header if name)
+    doubled = sorted(name for name, times in counted.items() if times > 1)
     if doubled:
-        problems.append(f"the column {', '.join(doubled)} appears twice")
-    missing = [column.name for column in columns if column.required and column.name not in header]
+        problems.append(f"the column {_named(doubled)} appears twice")
+    missing = [column.name for column in columns if column.required and column.name not in counted]
     if missing:
         problems.append(f"missing column {', '.join(missing)}")
     unknown = [name for name in header if name and name not in known]
     if unknown:
         problems.append(
-            f"unknown column {', '.join(unknown)} (the columns are: {', '.join(known)})"
+            f"unknown column {_named(unknown)} (the columns are: {', '.join(known)})"
         )
     if problems:
         raise TableError(

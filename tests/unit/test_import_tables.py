@@ -94,6 +94,31 @@ def test_a_column_twice_or_values_without_header_are_refused():
     assert read(b"box_code,position,\nB,A1,\n")[0].values == {"box_code": "B", "position": "A1"}
 
 
+def test_many_unknown_columns_are_named_up_to_ten_then_counted():
+    extra = ",".join(f"extra{n}" for n in range(25))
+    with pytest.raises(TableError) as refused:
+        read(f"box_code,position,{extra}\nB,A1{',x' * 25}\n".encode())
+    message = refused.value.message
+    assert "unknown column extra0, extra1," in message
+    assert "extra9 and 15 more (the columns are:" in message and "extra10" not in message
+
+
+@pytest.mark.parametrize("wide", ["csv", "xlsx"])
+def test_a_header_wider_than_any_template_is_refused_before_it_is_read(wide):
+    header = ["box_code", "position", *(f"c{n}" for n in range(199))]  # 201 columns
+    if wide == "csv":
+        data, name = (",".join(header) + "\n" + "x," * 200 + "x\n").encode(), "wide.csv"
+    else:
+        data, name = xlsx([header, ["x"] * 201]), "wide.xlsx"
+    with pytest.raises(TableError) as refused:
+        read_table(data, filename=name, columns=COLUMNS)
+    assert "The header row has 201 columns; an import takes at most 200" in refused.value.message
+    assert "Nothing was imported" in refused.value.message
+    # 200 is still read, and then judged by its names.
+    with pytest.raises(TableError, match="unknown column c0, "):
+        read(",".join(header[:200]).encode() + b"\n" + b"x," * 199 + b"x\n")
+
+
 def test_a_row_longer_than_the_header_names_its_line():
     with pytest.raises(TableError, match="line 3 has 3 cells but the header has 2 columns"):
         read(b"box_code,position\nB,A1\nB,A2,extra\n")
