@@ -14,7 +14,11 @@
     var active = document.activeElement;
     if (active && active !== document.body && active.matches("input, select, textarea")) {
       // A scan field the page refilled after a refusal: the next scan replaces its text.
-      if (active.matches("[data-scan-field]") && active.value) { active.select(); }
+      // Not once a scan has begun to arrive (pageshow comes late on a busy machine): selecting
+      // then would let the rest of the code overwrite its first characters.
+      if (active.matches("[data-scan-field]") && active.value && active.value === active.defaultValue) {
+        active.select();
+      }
       return;
     }
     var target = fields.filter(function (f) { return f.hasAttribute("autofocus"); })[0] || fields[0];
@@ -90,6 +94,8 @@
   document.addEventListener("DOMContentLoaded", function () {
     if (document.querySelector("[data-alert]")) { beep(); }
     focusScan();
+    // The page is ready for the scanner (the browser tests wait for this before typing).
+    document.documentElement.setAttribute("data-bench-ready", "");
   });
   window.addEventListener("pageshow", focusScan);
 })();

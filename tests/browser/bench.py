@@ -10,7 +10,9 @@ from tests.conftest import PASSWORD
 
 
 def scan(page, text: str) -> None:
-    """The scanner: the code and Enter into the field that has the focus (never clicked)."""
+    """The scanner: the code and Enter into the field that has the focus (never clicked),
+    once the page's script has set the field up (a technician scans a page they can see)."""
+    expect(page.locator("html[data-bench-ready]")).to_have_count(1)
     expect(page.locator("[data-scan-field]:focus")).to_have_count(1)
     page.keyboard.type(text)
     page.keyboard.press("Enter")
