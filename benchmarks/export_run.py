@@ -23,14 +23,6 @@ from lims import create_app
 from lims import db as lims_db
 
 
-def memory_mib(field: str) -> float:
-    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process, from /proc/self/status."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True)
@@ -46,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     with app.app_context():
         session = lims_db.session()
         export = prepare_export(session, actor=None, filters=InventoryFilter())
-        idle = memory_mib("VmRSS")
+        idle = common.memory_mib("VmRSS")
         started = time.perf_counter()
         if args.format == "csv":
             with open(args.output, "w", encoding="utf-8", newline="") as stream:
@@ -59,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 2),
         "rows": rows,
         "idle_rss_mib": round(idle, 1),
-        "peak_rss_mib": round(memory_mib("VmHWM"), 1),
+        "peak_rss_mib": round(common.memory_mib("VmHWM"), 1),
         "file_mib": round(Path(args.output).stat().st_size / 2**20, 1),
     }
     print(json.dumps(result))

@@ -8,7 +8,7 @@ of that time, streamed chunk by chunk with memory bounded by one chunk.
 The bytes are the pandas path's, cell by cell (a test compares the two on the same data):
 - the same SELECT: ``export.statement`` (its joins, filters and the researcher's conditions)
   with each column replaced by its formatted text, in the same order (each box's place in
-  ``inventory.box_order`` numbered once, then position and code);
+  ``lims.storage.capacity.box_order`` numbered once, then position and code);
 - labels of kinds, material types and states by ``CASE`` over the same label tables; position
   names by a join to the box types' names as ``lims.storage.domain`` computes them; the
   location as ``" / ".join`` of the parts there are;
@@ -52,6 +52,7 @@ from lims.auth.models import Site
 from lims.custody.domain import Kind, State
 from lims.custody.models import Item, MaterialType
 from lims.patients.models import Episode, Patient
+from lims.storage.capacity import box_order
 from lims.storage.domain import BOX_TYPES
 from lims.storage.models import Box, Rack, StorageUnit
 
@@ -162,13 +163,11 @@ def copy_statement(export: InventoryExport) -> Select:
 
 
 def _box_places() -> Subquery:
-    """Each box's place in the export's order (``inventory.box_order``), numbered over the
-    twelve thousand boxes once: the million rows are then sorted by a number, a position and
-    (in a container without positions) a code, instead of by seven keys, four of them text
-    compared by the collation. The same order, as box codes are unique."""
-    # Imported here: inventory imports tables, which imports this module.
-    from lims.exports.inventory import box_order
-
+    """Each box's place in the export's order (``lims.storage.capacity.box_order``),
+    numbered over the twelve thousand boxes once: the million rows are then sorted by a
+    number, a position and (in a container without positions) a code, instead of by seven
+    keys, four of them text compared by the collation. The same order, as box codes are
+    unique."""
     ranked = func.row_number().over(order_by=box_order())
     return (
         select(Box.id.label("box_id"), ranked.label("place"))

@@ -56,7 +56,7 @@ from lims.exports import tables
 from lims.exports.tables import ProgressCallback
 from lims.localtime import site_zone
 from lims.patients.models import Episode, Patient
-from lims.storage.capacity import require_site_access
+from lims.storage.capacity import box_order, require_site_access
 from lims.storage.models import Box, Rack, StorageUnit
 from lims.storage.services import box_by_code, rack_by_code, unit_by_code
 
@@ -250,21 +250,6 @@ def prepare_export(
         statement=statement,
         zone=site_zone(),
     )
-
-
-def box_order() -> list[Any]:
-    """The order of the boxes in an export: site, unit, the boxes in racks (by rack) before
-    the loose ones, then the box; in each box its items by position, then code. Box codes
-    are unique, so no two boxes tie."""
-    return [
-        Site.code,
-        StorageUnit.code,
-        Box.rack_id.is_(None),
-        Rack.ordinal,
-        Rack.code,
-        Box.ordinal,
-        Box.code,
-    ]
 
 
 def _statement(researcher: bool) -> Select:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -198,15 +199,7 @@ def _box_rows(session: Session, scope: Iterable) -> list[BoxFill]:
         .where(*scope)
         # Grouping by each table's primary key is enough: the other columns depend on it.
         .group_by(Box.id, StorageUnit.id, Rack.id, Site.id)
-        .order_by(
-            Site.code,
-            StorageUnit.code,
-            Box.rack_id.is_(None),
-            Rack.ordinal,
-            Rack.code,
-            Box.ordinal,
-            Box.code,
-        )
+        .order_by(*box_order())
     )
     return [
         BoxFill(
@@ -335,3 +328,18 @@ def capacity_for(
         session, site_id=site.id if site else None, unit_id=unit.id if unit else None
     )
     return report, site, unit
+
+
+def box_order() -> list[Any]:
+    """The order of boxes in the fill table and the exports: site, unit, the boxes in racks
+    (by rack) before the loose ones, then the box. Box codes are unique, so no two boxes
+    tie."""
+    return [
+        Site.code,
+        StorageUnit.code,
+        Box.rack_id.is_(None),
+        Rack.ordinal,
+        Rack.code,
+        Box.ordinal,
+        Box.code,
+    ]
