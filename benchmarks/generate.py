@@ -67,7 +67,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="only append the --extra-audit rows to the data set already in the database",
     )
     parser.add_argument("--instance-path", default=str(common.DEFAULT_INSTANCE))
-    parser.add_argument("--write", action="store_true", help="record the figures in RESULTS.md")
+    parser.add_argument("--write", action="store_true", help="record the figures in --results")
+    parser.add_argument("--results", default=str(common.RESULTS))
     return parser.parse_args(argv)
 
 
@@ -146,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                 common.table(["table", "rows"], [[n, f"{c:,}"] for n, c in sorted(counts.items())]),
             ]
         )
-        common.write_section(f"generate:{common.backend_name(args.database_url)}", body)
+        common.write_section(
+            f"generate:{common.backend_name(args.database_url)}", body, path=Path(args.results)
+        )
     return 0 if chain.intact else 1
 
 
