@@ -115,3 +115,8 @@ def memory_mib(field: str) -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def load_average() -> str:
+    """The machine's load averages over 1, 5 and 15 minutes, as the figures' context."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())

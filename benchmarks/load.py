@@ -323,7 +323,7 @@ def heading(cast: Cast, arguments: argparse.Namespace, version: str, stored: int
         " pause between steps or with pauses of the --think seconds on average (exponential);"
         f" {arguments.warm_up:g} s of warm-up not counted. Latency"
         " as the client sees it; the client's threads run on the same machine.\n"
-        f"Machine: {common.machine()} (shared with other work). Database: {version}.\n"
+        f"Machine: {common.machine()}. Database: {version}.\n"
     )
 
 

@@ -185,7 +185,8 @@ def write_results(args: argparse.Namespace, bench: Bench, rows: list, met: str) 
         "",
         f"`python benchmarks/requests_search.py --repeat {args.repeat}`: "
         f"{bench.aliquots:,} stored aliquots.",
-        f"Machine: {common.machine()} (shared with other work). Database: {bench.version}.",
+        f"Machine: {common.machine()}; load average {common.load_average()} at the end. "
+        f"Database: {bench.version}.",
         "",
         common.table(["server time (ms)", "n", "p50", "p95", "max"], table_rows),
         "",

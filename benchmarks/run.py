@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -671,10 +670,6 @@ def ensure_data_set(args: argparse.Namespace) -> None:
 # -- the report -------------------------------------------------------------------------------
 
 
-def load_average() -> str:
-    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def write_results(args: argparse.Namespace, run: Run, loads: tuple[str, str], kept: bool) -> None:
     backend = common.backend_name(args.database_url)
     rows = []
@@ -759,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
 def measure(args: argparse.Namespace) -> int:
     if args.generate_if_missing:
         ensure_data_set(args)
-    before = load_average()
+    before = common.load_average()
     run = Run(args)
     print(
         f"{run.items:,} items, {run.bench.stored:,} stored in {run.bench.box_total:,} boxes, "
@@ -768,13 +763,13 @@ def measure(args: argparse.Namespace) -> int:
     )
     try:
         for key in args.only:
-            print(f"-- {key} (load {load_average()})", flush=True)
+            print(f"-- {key} (load {common.load_average()})", flush=True)
             getattr(run, key)()
     finally:
         run.bare.rollback()
         run.bare.close()
     kept = run.unchanged()
-    after = load_average()
+    after = common.load_average()
     print(f"item counts by state as before: {'yes' if kept else 'NO'}; load {after}", flush=True)
     if args.write:
         write_results(args, run, (before, after), kept)

@@ -264,7 +264,8 @@ def write_results(args: argparse.Namespace, bench: Bench, rows: list, exports: l
         "",
         f"`python benchmarks/storage.py --repeat {args.repeat}` as {args.username}: "
         f"{bench.stored:,} stored items in {bench.box_total:,} boxes.",
-        f"Machine: {common.machine()} (shared with other work). Database: {bench.version}.",
+        f"Machine: {common.machine()}; load average {common.load_average()} at the end. "
+        f"Database: {bench.version}.",
         "",
         common.table(["server time (ms)", "n", "p50", "p95", "max", "target", ""], rows),
     ]
