@@ -1118,18 +1118,7 @@ def main(argv: list[str] | None = None) -> int:
     bare.rollback()
     bare.close()
     engine.dispose()
-    print(
-        json.dumps(
-            {
-                "format": args.format,
-                "seconds": round(seconds, 2),
-                "rows": rows,
-                "idle_rss_mib": round(idle, 1),
-                "peak_rss_mib": round(common.memory_mib("VmHWM"), 1),
-                "file_mib": round(Path(args.output).stat().st_size / 2**20, 1),
-            }
-        )
-    )
+    print(json.dumps(common.export_figures(args.format, seconds, rows, idle, args.output)))
     return 0
 
 

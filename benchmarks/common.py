@@ -120,3 +120,15 @@ def memory_mib(field: str) -> float:
 def load_average() -> str:
     """The machine's load averages over 1, 5 and 15 minutes, as the figures' context."""
     return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def export_figures(fmt: str, seconds: float, rows: int, idle_mib: float, output: str) -> dict:
+    """One export run's figures, as the LIMS's and the bare runner print them (a JSON line)."""
+    return {
+        "format": fmt,
+        "seconds": round(seconds, 2),
+        "rows": rows,
+        "idle_rss_mib": round(idle_mib, 1),
+        "peak_rss_mib": round(memory_mib("VmHWM"), 1),
+        "file_mib": round(Path(output).stat().st_size / 2**20, 1),
+    }

@@ -46,15 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rows = tables.write_xlsx(session, export, args.output, None)
         seconds = time.perf_counter() - started
-    result = {
-        "format": args.format,
-        "seconds": round(seconds, 2),
-        "rows": rows,
-        "idle_rss_mib": round(idle, 1),
-        "peak_rss_mib": round(common.memory_mib("VmHWM"), 1),
-        "file_mib": round(Path(args.output).stat().st_size / 2**20, 1),
-    }
-    print(json.dumps(result))
+    print(json.dumps(common.export_figures(args.format, seconds, rows, idle, args.output)))
     return 0
 
 
