@@ -10,6 +10,10 @@ application relies on (the generator's CLI and the tests both call :func:`load`)
   Identity from the site's FIN and this year, with its check character.
 - Freezers: -150 °C freezers of 9x9 boxes for PBMC and -80 °C freezers of 10x10 boxes for
   plasma and serum at every site, in racks, so each box holds material its temperature suits.
+- Collections and products (:mod:`benchmarks.dataset_products`): for every episode an
+  apheresis collection consumed into a lot of one CAR-T bag, QC passed, released, shipped to
+  the treating site and infused, with the custody events, e-signatures and bedside check the
+  services write.
 - Items: for each follow-up draw a whole-blood sample (registered, aliquoted) and its aliquots,
   stored, each at its own position with ``location`` = ``location_of(box, position)``; local
   identifiers with their check character, the site's counter moved past the last one; a
@@ -35,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from benchmarks.bulk import AuditChain, BulkWriter, complete
 from benchmarks.dataset_patients import write_patients_and_episodes
+from benchmarks.dataset_products import PRODUCT_TABLES, Products, din_counters
 from benchmarks.dataset_storage import STORAGE_TABLES, Layout, build_layout
 from benchmarks.plan import GROUP_OF_MATERIAL, Plan, Spec, make_plan
 from lims import identifiers
@@ -93,8 +98,15 @@ def load(
     mark = phase("stored aliquots", mark, f"{items.stored} aliquots, {items.parents} samples")
     items.registered_tubes()
     mark = phase("registered tubes", mark, f"{items.registered} tubes")
-    _counters(session, plan, items.local_numbers, coi_numbers)
-    writer.reset_sequences(Patient.__table__, Episode.__table__, ITEM, *STORAGE_TABLES)
+    products = Products(session, writer, chain, plan, sites, techs, managers, first_episode)
+    made = products.write_all()
+    mark = phase(
+        "collections, lots, bags", mark, f"{made.collections} collections, {made.bags} bags"
+    )
+    _counters(session, plan, items.local_numbers, coi_numbers, din_counters(plan, products))
+    writer.reset_sequences(
+        Patient.__table__, Episode.__table__, ITEM, *STORAGE_TABLES, *PRODUCT_TABLES
+    )
     session.commit()
     session.commit()
     # Fresh statistics, as a database in use has; on PostgreSQL also the visibility map that
@@ -347,12 +359,16 @@ class _Items:
 
 
 def _counters(
-    session: Session, plan: Plan, local_numbers: list[int], coi_numbers: list[int]
+    session: Session,
+    plan: Plan,
+    local_numbers: list[int],
+    coi_numbers: list[int],
+    dins: dict[str, int],
 ) -> None:
     """Move each identifier counter past the numbers used, so the application goes on from
     there (``lims.custody.numbering.next_value``) without a collision."""
     year = plan.now.strftime("%y")
-    wanted = {}
+    wanted = dict(dins)
     for site, local, coi in zip(plan.sites, local_numbers, coi_numbers, strict=True):
         wanted[f"local:{site.code}"] = local
         wanted[f"coi:{site.fin}:{year}"] = coi

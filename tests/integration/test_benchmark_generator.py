@@ -5,19 +5,21 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pytest
 from sqlalchemy import func, select
 
 from benchmarks.dataset import PASSWORD, load
 from benchmarks.plan import Spec, make_plan
-from lims import db
-from lims.audit.models import AuditEntry
-from lims.audit.services import verify_chain
+from lims import db, identifiers
+from lims.audit.models import AuditEntry, ESignature
+from lims.audit.services import record_hash, verify_chain
 from lims.auth.models import User
 from lims.custody import production
-from lims.custody.domain import State
-from lims.custody.models import CustodyEvent, IdentifierCounter, Item
+from lims.custody.domain import INITIAL_STATE, TRANSITIONS, Action, Kind, State
+from lims.custody.models import BedsideCheck, CustodyEvent, IdentifierCounter, Item, ProductLot
+from lims.patients.models import Episode
 from lims.storage import services as storage
 from lims.storage.domain import suitable
 from lims.storage.models import Box
@@ -145,3 +147,84 @@ def test_the_plan_is_seeded_and_refuses_too_few_boxes():
 def _sizes() -> dict[str, int]:
     return {"aliquots": SPEC.aliquots, "boxes": SPEC.boxes, "patients": SPEC.patients,
             "sites": SPEC.sites}  # fmt: skip
+
+
+def test_every_episode_has_its_collection_and_infused_bag_with_a_lawful_history(app, client):
+    loaded(app)
+    with app.app_context():
+        session = db.session()
+        episodes = session.scalars(select(Episode).order_by(Episode.id)).all()
+        assert len(episodes) == len(make_plan(SPEC, NOW).episodes)
+        for episode in episodes:
+            items = session.scalars(
+                select(Item).where(Item.episode_id == episode.id, Item.kind != Kind.ALIQUOT)
+            ).all()
+            assert sorted(item.kind for item in items) == [Kind.APHERESIS, Kind.PRODUCT_BAG]
+            collection = next(item for item in items if item.kind is Kind.APHERESIS)
+            bag = next(item for item in items if item.kind is Kind.PRODUCT_BAG)
+            assert (collection.state, bag.state) == (State.CONSUMED, State.INFUSED)
+            assert bag.lot.sources == [collection] and bag.lot.episode_id == episode.id
+            assert bag.site_id == episode.treating_site_id
+            # Both are DINs with their check character, as the scanner reads them.
+            for item in items:
+                assert identifiers.din_check_character(item.code) == item.check_character
+            results = {result.test: result.passed for result in bag.lot.qc_results}
+            assert results == dict.fromkeys(app.config["LIMS"]["custody"]["required_qc"], True)
+            for item in items:
+                events = session.scalars(
+                    select(CustodyEvent)
+                    .where(CustodyEvent.item_id == item.id)
+                    .order_by(CustodyEvent.id)
+                ).all()
+                assert events[0].action == "register" and events[0].from_state is None
+                assert events[0].to_state == INITIAL_STATE[item.kind]
+                # Every later step is one the state machine allows from where the item was.
+                for before, event in pairwise(events):
+                    transition = TRANSITIONS[item.kind][Action(event.action)]
+                    assert event.from_state == before.to_state
+                    assert before.to_state in transition.from_states
+                    assert event.to_state == (transition.to_state or before.to_state)
+                    assert event.at >= before.at
+                    assert (event.from_site_id, event.from_location) == (
+                        before.to_site_id,
+                        before.to_location,
+                    )
+                    if transition.signature:
+                        signature = session.get(ESignature, event.signature_id)
+                        assert signature.meaning == transition.signature
+                        # Bound to the item as it was before the step, as the services sign.
+                        assert signature.record_hash == record_hash(
+                            {"code": item.code, "state": before.to_state, "lot_id": item.lot_id,
+                             "version": events.index(before) + 1, "action": event.action}
+                        )  # fmt: skip
+                assert events[-1].to_state == item.state and item.version == len(events)
+                assert (events[-1].to_site_id, events[-1].to_location) == (
+                    item.site_id,
+                    item.location,
+                )
+            steps = [
+                event.action
+                for event in session.scalars(
+                    select(CustodyEvent).where(CustodyEvent.item_id == bag.id)
+                )
+            ]
+            assert steps[-3:] == ["thaw", "verify_identity", "infuse"]
+            check = session.scalar(select(BedsideCheck).where(BedsideCheck.item_id == bag.id))
+            witness = session.get(ESignature, check.witness_signature_id)
+            assert check.passed and witness.user_id != check.checked_by_id
+        assert verify_chain(session).intact
+        # The application goes on: a new collection gets the next DIN of the site.
+        tech = session.scalar(select(User).where(User.username == "tech.rh"))
+        made = production.register_collection(
+            session,
+            actor=tech,
+            coi=episodes[0].coi,
+            volume_ml=200,
+            collected_at=db.utcnow(),
+        )
+        used = set(session.scalars(select(Item.code).where(Item.id != made.id)))
+        assert made.code not in used
+        lot = session.scalar(select(ProductLot.lot_number).order_by(ProductLot.id))
+    log_in(client, "manager.rh", PASSWORD)
+    page = client.get(f"/manufacturing/lots/{lot}")
+    assert page.status_code == 200 and b"infused" in page.data
