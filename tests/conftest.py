@@ -149,9 +149,12 @@ def make_site(app) -> Callable[..., SimpleNamespace]:
     return factory
 
 
-@pytest.fixture
-def make_user(app) -> Callable[..., SimpleNamespace]:
-    numbers = itertools.count(1)
+def user_factory(
+    app, *, prefix: str = "", name: str = "Test", numbers: Iterator[int] | None = None
+) -> Callable[..., SimpleNamespace]:
+    """A function making users (and their site when new) as plain values. ``numbers`` makes
+    the usernames: give one counter to factories that must not repeat each other's."""
+    numbers = numbers if numbers is not None else itertools.count(1)
 
     def factory(
         role: str = "technician",
@@ -172,8 +175,8 @@ def make_user(app) -> Callable[..., SimpleNamespace]:
             user = services.create_user(
                 session,
                 actor=None,
-                username=username or f"{role}{next(numbers)}",
-                full_name=fields.pop("full_name", f"Test {role.title()}"),
+                username=username or f"{prefix}{role}{next(numbers)}",
+                full_name=fields.pop("full_name", f"{name} {role.title()}"),
                 role=role,
                 site_code=site_code,
                 password=password,
@@ -184,6 +187,11 @@ def make_user(app) -> Callable[..., SimpleNamespace]:
             )
 
     return factory
+
+
+@pytest.fixture
+def make_user(app) -> Callable[..., SimpleNamespace]:
+    return user_factory(app)
 
 
 CSRF_INPUT = re.compile(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"')

@@ -46,7 +46,6 @@ from lims.custody.domain import Action
 from lims.custody.models import HoldReason, Item
 from lims.custody.services import Move, perform_action
 from lims.db import Base
-from lims.errors import NotFound
 from lims.requests import review
 from lims.requests import services as requests
 from lims.requests.models import Notification
@@ -60,6 +59,7 @@ from tests.conftest import (
     empty_tables,
     log_in,
     settings_for,
+    user_factory,
 )
 from tests.integration.biobank import STUDY, build_biobank
 from tests.integration.people import actor, build_cast, new_episode, second_person
@@ -238,31 +238,8 @@ def site_factory(app: Flask):
 _NUMBERS = itertools.count(1)
 
 
-def user_factory(app: Flask):
-    def make_user(role: str, *, site_code: str = "RH", username: str | None = None, **fields):
-        with app.app_context():
-            session = lims_db.session()
-            try:
-                accounts.site_by_code(session, site_code)
-            except NotFound:
-                accounts.create_site(
-                    session, actor=None, code=site_code, name=f"Hospital {site_code}"
-                )
-            user = accounts.create_user(
-                session,
-                actor=None,
-                username=username or f"fuzz{role}{next(_NUMBERS)}",
-                full_name=fields.pop("full_name", f"Fuzz {role.title()}"),
-                role=role,
-                site_code=site_code,
-                password=PASSWORD,
-                **fields,
-            )
-            return SimpleNamespace(
-                id=user.id, username=user.username, password=PASSWORD, role=user.role
-            )
-
-    return make_user
+def fuzz_user_factory(app: Flask):
+    return user_factory(app, prefix="fuzz", name="Fuzz", numbers=_NUMBERS)
 
 
 def _released_lot(session, app: Flask, people) -> tuple[str, str]:
@@ -308,7 +285,7 @@ def _collection(session, tech, bank) -> str:
 
 
 def build_world(app: Flask, server_errors: ServerErrors) -> World:
-    make_site, make_user = site_factory(app), user_factory(app)
+    make_site, make_user = site_factory(app), fuzz_user_factory(app)
     people = build_cast(make_site, make_user)
     bank = build_biobank(app, people, make_user)
     #: The account the admin pages edit, lock and reset: never one the fuzz logs in as.

@@ -41,6 +41,7 @@ from tests.fuzz.conftest import (
     World,
     changes,
     fill_path,
+    fuzz_user_factory,
     garbage_text,
     judge,
     path_values,
@@ -51,7 +52,6 @@ from tests.fuzz.conftest import (
     shown,
     snapshot,
     unlock_everyone,
-    user_factory,
     value_kind,
 )
 
@@ -360,7 +360,7 @@ def test_an_id_beyond_the_database_is_refused(
 @pytest.mark.parametrize("codes", ["", "NO-SUCH-TUBE"])
 def test_a_refused_addition_to_the_cart_makes_no_draft(world: World, codes: str) -> None:
     """Found by the fuzz: POST /requests/cart/items by a researcher who has no draft yet."""
-    newcomer = user_factory(world.app)("researcher", site_code="AUH")
+    newcomer = fuzz_user_factory(world.app)("researcher", site_code="AUH")
     client = world.app.test_client()
     assert log_in(client, newcomer.username).status_code == 302
     before = snapshot(world.app)
